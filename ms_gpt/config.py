@@ -160,3 +160,140 @@ def preset(name: str, **overrides: Any) -> GPTConfig:
     if name not in presets:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
     return GPTConfig(**{**presets[name], **overrides})
+
+
+# ---- run configuration: YAML file + --key=value overrides --------------------------------------------------------
+@dataclass
+class TrainingArguments:
+    """Options of the training engine; names follow HF TrainingArguments where one exists."""
+
+    output_dir: str = "runs/default"
+    seed: int = 1337
+    max_steps: int = 1000  # -1 = derive from num_train_epochs (fine-tuning)
+    num_train_epochs: float = 1.0
+    per_device_train_batch_size: int = 16
+    per_device_eval_batch_size: int = 64
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-3
+    min_learning_rate: float = 0.0
+    lr_scheduler_type: str = "constant"  # constant | linear | cosine
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0  # 0 = no clipping
+    eval_steps: int = 100  # evaluate every N steps (0 = only at the end)
+    eval_iters: int = 200  # pretraining: batches per split in each evaluation
+    logging_steps: int = 50  # loss/lr/tokens-per-second to the bar and metrics.jsonl every N steps
+    save_steps: int = 0  # checkpoint every N steps (0 = only at the end)
+    save_total_limit: int = 2  # keep the last K step checkpoints (plus the best)
+    resume_from_checkpoint: Optional[str] = None  # a checkpoint dir, or "auto" = the latest in output_dir
+    fp16: bool = False  # float16 matmuls with dynamic loss scaling (Ascend/GPU)
+    bf16: bool = False  # bfloat16 matmuls (Ascend)
+    device_target: str = "auto"  # auto | CPU | GPU | Ascend
+    jit: bool = True  # compile the train/eval steps (graph mode); False = PyNative, for debugging
+    disable_tqdm: bool = False
+
+
+def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
+    """Convert a YAML / command-line value to the field's type, or raise naming the key."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    optional = "Optional" in text or "None" in text
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and optional):
+        if optional:
+            return None
+        raise ValueError(f"{source}: '{key}' may not be empty")
+    base = text.replace("Optional[", "").replace("]", "").strip()
+    try:
+        if base == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if base == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(float(value)) if isinstance(value, str) else int(value)
+        if base == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if base == "str":
+            return str(value)
+        if base.startswith("list") or base.startswith("List"):
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if isinstance(value, (list, tuple)):
+                return list(value)
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"{source}: '{key}' expects {base}, got {value!r}") from None
+    return value
+
+
+def parse_config(cls, argv: Optional[list[str]] = None, aliases: Optional[dict[str, str]] = None):
+    """Build dataclass `cls` from `--config file.yaml` and `--key=value` / `--key value` overrides.
+
+    Unknown keys or values of the wrong type raise a ValueError that names the key and lists the valid ones.
+    `aliases` maps extra spellings to field names (e.g. ModelArts' `data_url` -> `train_file`).
+    """
+    import sys
+
+    import yaml
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    aliases = dict(aliases or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+
+    def put(key: str, value: Any, source: str) -> None:
+        name = aliases.get(key.replace("-", "_"), key.replace("-", "_"))
+        if name not in fields:
+            valid = ", ".join(sorted(fields))
+            raise ValueError(f"{source}: unknown option '{key}'. Valid options: {valid}")
+        values[name] = _coerce(value, fields[name].type, name, source)
+        sources[name] = source
+
+    overrides: list[tuple[str, Any]] = []
+    config_path = None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise ValueError(f"command line: expected --key=value, got {arg!r}")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                value = argv[i + 1]
+                i += 1
+            else:
+                value = "true"  # a bare flag
+        if key == "config":
+            config_path = value
+        else:
+            overrides.append((key, value))
+        i += 1
+    if config_path:
+        try:
+            with open(config_path, encoding="utf-8") as f:
+                data = yaml.safe_load(f) or {}
+        except FileNotFoundError:
+            raise FileNotFoundError(f"config file not found: {config_path}") from None
+        except yaml.YAMLError as err:
+            raise ValueError(f"{config_path}: not valid YAML ({err})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{config_path}: expected a mapping of option: value")
+        for key, value in data.items():
+            put(str(key), value, config_path)
+    for key, value in overrides:
+        put(key, value, "command line")
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise ValueError(f"configuration: {err}") from None

@@ -1,0 +1,67 @@
+"""Device and context setup: the one function every entry point calls first."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+os.environ.setdefault("GLOG_v", "3")
+
+import mindspore as ms  # noqa: E402
+
+DEVICES = ("auto", "CPU", "GPU", "Ascend")
+
+
+@dataclass
+class DeviceInfo:
+    target: str  # CPU | GPU | Ascend
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def static_shapes(self) -> bool:
+        """Ascend graphs recompile (or fail) when batch shapes change, so data is padded to fixed lengths there."""
+        return self.target == "Ascend"
+
+
+_STATE: dict = {}
+
+
+def _detect_target() -> str:
+    # The installed MindSpore package decides what exists (mindspore CPU wheels report CPU). ModelArts / OpenI
+    # Ascend jobs set one of these variables.
+    if os.environ.get("ASCEND_HOME_PATH") or os.environ.get("ASCEND_DEVICE_ID") or os.environ.get("DEVICE_ID"):
+        return "Ascend"
+    target = ms.get_context("device_target")
+    return target if target in ("CPU", "GPU", "Ascend") else "CPU"
+
+
+def setup_device(device_target: str = "auto", seed: int | None = None) -> DeviceInfo:
+    """Select the device, use PyNative + `mindspore.jit` compiled steps, and join data parallel under msrun.
+
+    Idempotent: a second call returns the first result (MindSpore's communication can be initialised once).
+    """
+    if device_target not in DEVICES:
+        raise ValueError(f"device_target={device_target!r}; expected one of {DEVICES}")
+    if "info" in _STATE:
+        return _STATE["info"]
+    target = _detect_target() if device_target == "auto" else device_target
+    ms.set_device(target) if hasattr(ms, "set_device") else ms.set_context(device_target=target)
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    if seed is not None:
+        ms.set_seed(seed)
+    rank, world = 0, 1
+    if int(os.environ.get("MS_WORKER_NUM", os.environ.get("RANK_SIZE", "1"))) > 1:
+        from mindspore.communication import get_group_size, get_rank, init
+
+        init()
+        rank, world = get_rank(), get_group_size()
+        ms.reset_auto_parallel_context()
+        ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
+                                     device_num=world)
+    info = DeviceInfo(target=target, rank=rank, world_size=world)
+    _STATE["info"] = info
+    return info

@@ -1,0 +1,441 @@
+"""The training engine shared by pretraining, fine-tuning and dialogue training.
+
+One `Trainer` drives any GPT cell that returns a loss (or a tuple whose first element is the loss). The train step —
+forward, backward, gradient accumulation, loss scaling, clipping, the data-parallel gradient mean and the AdamW update
+— is ONE compiled graph (`mindspore.jit`); the learning rate comes from a table indexed in-graph. The host reads the
+loss only every `logging_steps` steps, so nothing syncs per step. Checkpoints are written to a temporary directory
+and renamed into place; a resumed run restores model, optimizer moments, step, schedule position and data position.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict
+from typing import Any, Callable, Iterable, Optional, Protocol
+
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+
+from ..config import TrainingArguments
+from ..device import DeviceInfo, setup_device
+from .optim import AdamW, lr_schedule
+
+# Every batch is a dict over these keys (a subset); the compiled step takes them in this order, None where absent.
+SLOTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "labels", "mc_token_ids", "mc_labels")
+TRAINING_STATE = "training_state.ckpt"
+TRAINER_STATE = "trainer_state.json"
+
+
+class BatchSource(Protocol):
+    """What the trainer reads training data from. Its state makes resumed runs see the same batches."""
+
+    def next_batch(self) -> dict[str, np.ndarray]: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def count_compilations(name: str) -> int:
+    """How many graphs MindSpore has compiled for functions whose name contains `name` (for compile-count tests)."""
+    from mindspore.common import api
+    return sum(1 for phase in api.ms_compile_cache if name in phase)
+
+
+def _to_tensor(x: Optional[np.ndarray]) -> Optional[Tensor]:
+    if x is None:
+        return None
+    if isinstance(x, Tensor):
+        return x
+    x = np.asarray(x)
+    return Tensor(x.astype(np.int32) if np.issubdtype(x.dtype, np.integer) else x.astype(np.float32))
+
+
+def _first(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+class Trainer:
+    """Train `model` on batches from `train_source`.
+
+    eval_sets: name -> callable returning an iterable of batches (each a dict over SLOTS); evaluated every
+    `args.eval_steps` steps and at the end. The logged figure is `<name>_loss` (mean over the batches), plus whatever
+    `compute_metrics(name, outputs, batches)` returns (it receives the host copies of each eval step's outputs).
+    """
+
+    def __init__(self, model: nn.Cell, args: TrainingArguments, train_source: BatchSource,
+                 eval_sets: Optional[dict[str, Callable[[], Iterable[dict]]]] = None, tokenizer: Any = None,
+                 run_config: Optional[dict] = None, total_steps: Optional[int] = None,
+                 compute_metrics: Optional[Callable] = None, metric_for_best_model: str = "val_loss",
+                 greater_is_better: bool = False, device: Optional[DeviceInfo] = None,
+                 export_model: Optional[nn.Cell] = None):
+        self.model = model
+        self.export_model = export_model or model  # what save_pretrained writes (the bare GPT cell)
+        self.args = args
+        self.train_source = train_source
+        self.eval_sets = eval_sets or {}
+        self.tokenizer = tokenizer
+        self.run_config = run_config or {}
+        self.compute_metrics = compute_metrics
+        self.metric_for_best_model = metric_for_best_model
+        self.greater_is_better = greater_is_better
+        self.device = device or setup_device(args.device_target, args.seed)
+        self.total_steps = int(total_steps or args.max_steps)
+        if self.total_steps < 1:
+            raise ValueError(f"max_steps must be positive, got {self.total_steps}")
+        warmup = args.warmup_steps or int(math.ceil(args.warmup_ratio * self.total_steps))
+        schedule = lr_schedule(args.learning_rate, self.total_steps, warmup, args.lr_scheduler_type,
+                               args.min_learning_rate)
+        self.params = model.trainable_params()
+        self.optimizer = AdamW(self.params, schedule, args.weight_decay, (args.adam_beta1, args.adam_beta2),
+                               args.adam_epsilon)
+        self.step = 0
+        self.best_metric: Optional[float] = None
+        self.best_step: Optional[int] = None
+        self.history: list[dict] = []
+        self._train_step = self._build_train_step()
+        self._eval_step = self._build_eval_step()
+
+    # ---- compiled steps ---------------------------------------------------------------------------------------------
+    def _build_train_step(self):
+        model, optimizer, params = self.model, self.optimizer, self.params
+        args = self.args
+        accum = args.gradient_accumulation_steps
+        max_norm = float(args.max_grad_norm)
+        reducer = None
+        if self.device.world_size > 1:
+            reducer = nn.DistributedGradReducer(optimizer.params, mean=True, degree=self.device.world_size)
+        use_scaling = args.fp16
+        if use_scaling:
+            self.loss_scale = ms.Parameter(Tensor(2.0 ** 16, ms.float32), name="loss_scale", requires_grad=False)
+            self.good_steps = ms.Parameter(Tensor(0, ms.int32), name="loss_scale_good_steps", requires_grad=False)
+        loss_scale = self.loss_scale if use_scaling else None
+        good_steps = self.good_steps if use_scaling else None
+        hyper_map = ops.HyperMap()
+
+        def forward(input_ids, attention_mask, token_type_ids, position_ids, labels, mc_token_ids, mc_labels):
+            if mc_labels is None:
+                out = model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                            position_ids=position_ids, labels=labels)
+            else:
+                out = model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                            position_ids=position_ids, labels=labels, mc_token_ids=mc_token_ids,
+                            mc_labels=mc_labels)
+            loss = _first(out)
+            if use_scaling:
+                loss = loss * loss_scale
+            return loss
+
+        grad_fn = ms.value_and_grad(forward, None, optimizer.params)
+
+        def pick(x, i):
+            return None if x is None else x[i]
+
+        def train_step(input_ids, attention_mask, token_type_ids, position_ids, labels, mc_token_ids, mc_labels):
+            # inputs carry a leading micro-batch axis of size `accum` (gradient accumulation, unrolled in-graph)
+            loss, grads = grad_fn(pick(input_ids, 0), pick(attention_mask, 0), pick(token_type_ids, 0),
+                                  pick(position_ids, 0), pick(labels, 0), pick(mc_token_ids, 0), pick(mc_labels, 0))
+            for i in range(1, accum):
+                loss_i, grads_i = grad_fn(pick(input_ids, i), pick(attention_mask, i), pick(token_type_ids, i),
+                                          pick(position_ids, i), pick(labels, i), pick(mc_token_ids, i),
+                                          pick(mc_labels, i))
+                loss = loss + loss_i
+                grads = hyper_map(ops.add, grads, grads_i)
+            scale = 1.0 / accum
+            if use_scaling:
+                scale = scale / loss_scale
+            grads = hyper_map(ops.partial(ops.mul, scale), grads)
+            loss = loss * scale if use_scaling else loss / accum
+            if reducer is not None:
+                grads = reducer(grads)
+            if use_scaling:
+                finite = ops.stack([ops.isfinite(g).all() for g in grads]).all()
+                if finite:
+                    if max_norm > 0:
+                        grads = ops.clip_by_global_norm(grads, max_norm)
+                    optimizer(grads)
+                    ops.assign_add(good_steps, 1)
+                    if good_steps >= 1000:  # grow the scale after a run of finite steps, as torch's GradScaler
+                        ops.assign(loss_scale, loss_scale * 2.0)
+                        ops.assign(good_steps, 0)
+                else:
+                    ops.assign(loss_scale, ops.maximum(loss_scale * 0.5, 1.0))
+                    ops.assign(good_steps, 0)
+                return loss
+            if max_norm > 0:
+                grads = ops.clip_by_global_norm(grads, max_norm)
+            loss = ops.depend(loss, optimizer(grads))
+            return loss
+
+        return ms.jit(train_step) if args.jit else train_step
+
+    def _build_eval_step(self):
+        model = self.model
+
+        def eval_step(input_ids, attention_mask, token_type_ids, position_ids, labels, mc_token_ids, mc_labels):
+            if mc_labels is None:
+                return model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                             position_ids=position_ids, labels=labels)
+            return model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                         position_ids=position_ids, labels=labels, mc_token_ids=mc_token_ids, mc_labels=mc_labels)
+
+        return ms.jit(eval_step) if self.args.jit else eval_step
+
+    # ---- data -------------------------------------------------------------------------------------------------------
+    def _next_stacked(self) -> tuple[list[Optional[Tensor]], int]:
+        micro = [self.train_source.next_batch() for _ in range(self.args.gradient_accumulation_steps)]
+        tokens = 0
+        inputs = []
+        for key in SLOTS:
+            if key in micro[0]:
+                arrays = [np.asarray(b[key]) for b in micro]
+                if any(a.shape != arrays[0].shape for a in arrays):
+                    raise ValueError(f"gradient accumulation needs equal micro-batch shapes; '{key}' has "
+                                     f"{[a.shape for a in arrays]}")
+                inputs.append(_to_tensor(np.stack(arrays)))
+            else:
+                inputs.append(None)
+        for b in micro:
+            mask = b.get("attention_mask")
+            tokens += int(np.asarray(mask).sum()) if mask is not None else int(np.asarray(b["input_ids"]).size)
+        return inputs, tokens
+
+    # ---- the loop ---------------------------------------------------------------------------------------------------
+    def train(self) -> dict:
+        args = self.args
+        self.model.set_train(True)
+        if args.resume_from_checkpoint:
+            self.resume(args.resume_from_checkpoint)
+        os.makedirs(args.output_dir, exist_ok=True)
+        metrics_path = os.path.join(args.output_dir, "metrics.jsonl")
+        main = self.device.is_main
+        bar = None
+        if main and not args.disable_tqdm:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=self.total_steps, initial=self.step, desc="train", dynamic_ncols=True)
+        pending: list[Tensor] = []  # device-side losses since the last log: read in one go
+        window_tokens, window_start = 0, None
+        compile_seconds = None
+        tokens_per_second = None
+        first = True
+        while self.step < self.total_steps:
+            inputs, tokens = self._next_stacked()
+            t0 = time.perf_counter()
+            loss = self._train_step(*inputs)
+            self.step += 1
+            pending.append(loss)
+            if first:
+                float(loss.asnumpy())  # wait for compile + first step so that throughput excludes compile time
+                compile_seconds = time.perf_counter() - t0
+                window_start, window_tokens = time.perf_counter(), 0
+                first = False
+            else:
+                window_tokens += tokens * self.device.world_size
+            if bar is not None:
+                bar.update(1)
+            at_end = self.step == self.total_steps
+            if self.step % max(1, args.logging_steps) == 0 or at_end:
+                losses = ops.stack(pending).asnumpy() if len(pending) > 1 else pending[0].asnumpy().reshape(1)
+                first_step = self.step - len(pending) + 1
+                bad = np.flatnonzero(~np.isfinite(losses))
+                if bad.size:
+                    raise FloatingPointError(
+                        f"non-finite training loss {losses[bad[0]]} at step {first_step + int(bad[0])}; "
+                        "lower the learning rate, enable clipping (max_grad_norm) or check the data")
+                pending = []
+                elapsed = time.perf_counter() - window_start
+                if window_tokens and elapsed > 0:
+                    tokens_per_second = window_tokens / elapsed
+                record = {"step": self.step, "loss": float(losses.mean()),
+                          "lr": float(self.optimizer.schedule.asnumpy()[min(self.step, self.total_steps) - 1]),
+                          "tokens_per_second": tokens_per_second}
+                self._log(record, metrics_path)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
+                                    tok_s=f"{tokens_per_second:.0f}" if tokens_per_second else "-")
+                window_start, window_tokens = time.perf_counter(), 0
+            evaluated = None
+            if self.eval_sets and ((args.eval_steps and self.step % args.eval_steps == 0) or at_end):
+                t_eval = time.perf_counter()
+                evaluated = self.evaluate()
+                evaluated["step"] = self.step
+                self._log(evaluated, metrics_path)
+                if bar is not None:
+                    bar.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                      for k, v in evaluated.items()))
+                self._track_best(evaluated)
+                window_start += time.perf_counter() - t_eval  # evaluation time is not training throughput
+            if (args.save_steps and self.step % args.save_steps == 0) or at_end:
+                self.save_checkpoint()
+        if bar is not None:
+            bar.close()
+        summary = {"step": self.step, "compile_seconds": compile_seconds, "tokens_per_second": tokens_per_second,
+                   "best_step": self.best_step, "best_metric": self.best_metric}
+        if main:
+            self.plot_losses()
+        return summary
+
+    def evaluate(self) -> dict:
+        """Mean loss (and metrics) on every eval set; one host read per set."""
+        self.model.set_train(False)
+        result: dict[str, Any] = {}
+        for name, make_batches in self.eval_sets.items():
+            outputs, batches = [], []
+            for batch in make_batches():
+                outputs.append(self._eval_step(*[_to_tensor(batch.get(k)) for k in SLOTS]))
+                batches.append(batch)
+            if not outputs:
+                raise ValueError(f"eval set '{name}' produced no batches")
+            host = [tuple(o.asnumpy() for o in out) if isinstance(out, tuple) else (out.asnumpy(),)
+                    for out in outputs]
+            if "labels" in batches[0] or "mc_labels" in batches[0]:
+                result[f"{name}_loss"] = float(np.mean([h[0] for h in host]))
+            if self.compute_metrics is not None:
+                result.update(self.compute_metrics(name, host, batches))
+        self.model.set_train(True)
+        return result
+
+    def _track_best(self, metrics: dict) -> None:
+        value = metrics.get(self.metric_for_best_model)
+        if value is None:
+            return
+        better = self.best_metric is None or (value > self.best_metric if self.greater_is_better
+                                              else value < self.best_metric)
+        if better:
+            self.best_metric, self.best_step = float(value), self.step
+
+    def _log(self, record: dict, path: str) -> None:
+        self.history.append(record)
+        if self.device.is_main:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    # ---- checkpoints ------------------------------------------------------------------------------------------------
+    def _state_params(self) -> list:
+        params = list(self.model.get_parameters()) + list(self.optimizer.moment1) + list(self.optimizer.moment2)
+        params.append(self.optimizer.step)
+        if self.args.fp16:
+            params += [self.loss_scale, self.good_steps]
+        return params
+
+    def save_checkpoint(self) -> Optional[str]:
+        """Write output_dir/checkpoint-<step> atomically (temp dir + rename); rotate old ones, keep the best."""
+        if not self.device.is_main:
+            return None
+        final = os.path.join(self.args.output_dir, f"checkpoint-{self.step}")
+        tmp = os.path.join(self.args.output_dir, f".tmp-checkpoint-{self.step}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        ms.save_checkpoint(self._state_params(), os.path.join(tmp, TRAINING_STATE))
+        self.export_model.config.save(tmp)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(tmp)
+        state = {"global_step": self.step, "total_steps": self.total_steps, "best_metric": self.best_metric,
+                 "best_step": self.best_step, "metric_for_best_model": self.metric_for_best_model,
+                 "data_state": self.train_source.state_dict(), "log_history": self.history,
+                 "args": asdict(self.args), "run_config": self.run_config}
+        with open(os.path.join(tmp, TRAINER_STATE), "w", encoding="utf-8") as f:
+            json.dump(state, f, indent=1, default=_json_default)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        self._rotate()
+        return final
+
+    def _rotate(self) -> None:
+        keep = max(1, self.args.save_total_limit)
+        found = sorted(list_checkpoints(self.args.output_dir), key=lambda p: _step_of(p))
+        protected = {os.path.join(self.args.output_dir, f"checkpoint-{self.best_step}")} if self.best_step else set()
+        removable = [p for p in found if p not in protected]
+        for path in removable[:-keep]:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def best_checkpoint(self) -> Optional[str]:
+        if self.best_step is None:
+            return None
+        path = os.path.join(self.args.output_dir, f"checkpoint-{self.best_step}")
+        return path if os.path.isdir(path) else None
+
+    def load_weights_from(self, checkpoint: str) -> None:
+        """Model weights only (e.g. the best checkpoint at the end of training)."""
+        names = {p.name for p in self.model.get_parameters()}
+        state = ms.load_checkpoint(os.path.join(checkpoint, TRAINING_STATE))
+        ms.load_param_into_net(self.model, {k: v for k, v in state.items() if k in names}, strict_load=True)
+
+    def resume(self, checkpoint: str) -> None:
+        if checkpoint == "auto":
+            found = list_checkpoints(self.args.output_dir)
+            if not found:
+                return  # nothing to resume: a fresh run
+            checkpoint = max(found, key=_step_of)
+        state_file = os.path.join(checkpoint, TRAINER_STATE)
+        if not os.path.isfile(state_file):
+            raise FileNotFoundError(f"resume_from_checkpoint: {checkpoint} has no {TRAINER_STATE}")
+        with open(state_file, encoding="utf-8") as f:
+            state = json.load(f)
+        params = {p.name: p for p in self._state_params()}
+        saved = ms.load_checkpoint(os.path.join(checkpoint, TRAINING_STATE))
+        missing = sorted(set(params) - set(saved))
+        if missing:
+            raise ValueError(f"{checkpoint}: training state lacks {missing[:5]} (different model or optimizer?)")
+        for name, param in params.items():
+            if tuple(saved[name].shape) != tuple(param.shape):
+                raise ValueError(f"{checkpoint}: '{name}' has shape {tuple(saved[name].shape)}, the model "
+                                 f"expects {tuple(param.shape)}")
+            param.set_data(saved[name])
+        self.step = int(state["global_step"])
+        self.best_metric, self.best_step = state.get("best_metric"), state.get("best_step")
+        self.history = list(state.get("log_history", []))
+        self.train_source.load_state_dict(state["data_state"])
+
+    def plot_losses(self) -> Optional[str]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        train = [(r["step"], r["loss"]) for r in self.history if "loss" in r]
+        evals = {}
+        for r in self.history:
+            for key, value in r.items():
+                if key.endswith("_loss") and isinstance(value, float):
+                    evals.setdefault(key, []).append((r["step"], value))
+        if not train and not evals:
+            return None
+        fig, ax = plt.subplots(figsize=(7, 4))
+        if train:
+            ax.plot(*zip(*train), label="train (logged)", alpha=0.6)
+        for key, points in evals.items():
+            ax.plot(*zip(*points), marker="o", markersize=3, label=key)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        path = os.path.join(self.args.output_dir, "loss.png")
+        fig.tight_layout()
+        fig.savefig(path + ".tmp.png", dpi=100)
+        plt.close(fig)
+        os.replace(path + ".tmp.png", path)
+        return path
+
+
+def list_checkpoints(output_dir: str) -> list[str]:
+    return [p for p in glob.glob(os.path.join(output_dir, "checkpoint-*")) if _step_of(p) >= 0]
+
+
+def _step_of(path: str) -> int:
+    tail = os.path.basename(path).rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj)}")

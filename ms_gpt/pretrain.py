@@ -1,0 +1,22 @@
+"""`python -m ms_gpt.pretrain --config configs/<name>.yaml [--key=value ...]` — causal-LM pretraining."""
+import sys
+
+from .cli import run
+from .config import parse_config
+from .recipes.pretrain import ALIASES, PretrainArguments, pretrain
+
+
+def main(argv=None) -> dict:
+    args = parse_config(PretrainArguments, argv, ALIASES)
+    summary = pretrain(args)
+    if summary.get("sample") is not None:
+        print("\n---- sample ----\n" + summary["sample"] + "\n----------------")
+    last = summary.get("last_eval") or {}
+    print(f"final: step {summary['step']}, train loss {last.get('train_loss', float('nan')):.4f}, "
+          f"val loss {last.get('val_loss', float('nan')):.4f}; model and tokenizer in {summary['output_dir']}; "
+          f"loss curve {summary.get('loss_curve')}")
+    return summary
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,1 @@
+"""Recipes: the library functions behind the `python -m ms_gpt.X` entry points."""

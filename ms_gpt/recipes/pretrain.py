@@ -1,0 +1,128 @@
+"""Causal-LM pretraining: a text corpus -> tokenizer -> random windows -> the engine -> checkpoint + sample."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import numpy as np
+import mindspore as ms
+from mindspore import nn, ops
+
+from ..config import GPTConfig, TrainingArguments
+from ..data.lm import RandomWindows, eval_batches, fetch_corpus, read_text, split_ids
+from ..device import setup_device
+from ..engine.trainer import Trainer
+from ..model import GPTLMHeadModel
+from ..paths import resolve_path
+
+
+@dataclass
+class PretrainArguments(TrainingArguments):
+    """Pretraining options: data, tokenizer and model shape on top of the engine's TrainingArguments."""
+
+    train_file: str = "data/tinyshakespeare/input.txt"  # a local UTF-8 text file, or an http(s) URL
+    tokenizer: str = "char"  # char | gpt2 | a tokenizer directory
+    train_fraction: float = 0.9
+    block_size: int = 32
+    model_type: str = "gpt2"
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 64
+    dropout: float = 0.0
+    init_from: Optional[str] = None  # None = from scratch; else an HF / ms_gpt model dir to continue from
+    sample_tokens: int = 300  # characters / tokens sampled from the model at the end (0 = none)
+    sample_prompt: str = "\n"
+    sample_temperature: float = 1.0
+    sample_top_k: int = 0
+
+
+ALIASES = {"data_url": "train_file", "train_url": "output_dir", "max_iters": "max_steps",
+           "batch_size": "per_device_train_batch_size", "eval_interval": "eval_steps", "lr": "learning_rate"}
+
+
+class NextTokenLoss(nn.Cell):
+    """Wraps an LM for window pretraining: labels are already the next tokens (input_ids = w[:-1], labels = w[1:]),
+    so every position has a target, as in the char-GPT recipe. Returns the mean cross entropy."""
+
+    def __init__(self, lm: GPTLMHeadModel):
+        super().__init__()
+        self.lm = lm
+
+    def construct(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None):
+        logits = self.lm(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                         position_ids=position_ids)
+        return ops.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).astype(ms.int32))
+
+
+def build_tokenizer(spec: str, text: str):
+    from ..tokenizers import CharTokenizer, load_tokenizer
+
+    if spec == "char":
+        return CharTokenizer.from_text(text)
+    return load_tokenizer(spec)
+
+
+def pretrain(args: PretrainArguments, log=print) -> dict:
+    """Run the recipe; returns a summary (losses, timings, paths, sample)."""
+    device = setup_device(args.device_target, args.seed)
+    path = args.train_file
+    if path.startswith(("http://", "https://")):
+        path = fetch_corpus(path, os.path.join(args.output_dir, "data"))
+    text = read_text(resolve_path(path))
+    if args.init_from:
+        from ..tokenizers import load_tokenizer
+
+        tokenizer = load_tokenizer(resolve_path(args.init_from))
+        lm = GPTLMHeadModel.from_pretrained(resolve_path(args.init_from))
+    else:
+        tokenizer = build_tokenizer(args.tokenizer, text)
+        config = GPTConfig(model_type=args.model_type, vocab_size=tokenizer.vocab_size, n_positions=args.block_size,
+                           n_embd=args.n_embd, n_layer=args.n_layer, n_head=args.n_head, resid_pdrop=args.dropout,
+                           embd_pdrop=args.dropout, attn_pdrop=args.dropout,
+                           compute_dtype="float16" if args.fp16 else "bfloat16" if args.bf16 else "float32")
+        lm = GPTLMHeadModel(config)
+    if lm.config.n_positions < args.block_size:
+        raise ValueError(f"block_size={args.block_size} exceeds the model's n_positions={lm.config.n_positions}")
+    ids = np.asarray(tokenizer.encode(text), dtype=np.int32)
+    train_ids, val_ids = split_ids(ids, args.train_fraction)
+    n_params = sum(int(np.prod(p.shape)) for p in lm.trainable_params())
+    if device.is_main:
+        log(f"corpus {path}: {len(ids):,} tokens (vocab {tokenizer.vocab_size}); train {len(train_ids):,} / "
+            f"val {len(val_ids):,}; model {n_params / 1e6:.3f} M parameters on {device.target}")
+    source = RandomWindows(train_ids, args.block_size, args.per_device_train_batch_size, args.seed, device.rank,
+                           device.world_size)
+    eval_bs = args.per_device_eval_batch_size
+
+    def make_eval(split_ids_, offset):
+        # a fresh sampler per evaluation, seeded by the step, so evaluations are comparable and resumable
+        def batches():
+            return eval_batches(split_ids_, args.block_size, args.per_device_train_batch_size, args.eval_iters,
+                                args.seed + offset + trainer.step, eval_bs)
+        return batches
+
+    loss_cell = NextTokenLoss(lm)
+    trainer = Trainer(loss_cell, args, source, {"train": make_eval(train_ids, 1), "val": make_eval(val_ids, 2)},
+                      tokenizer=tokenizer, run_config=asdict(args), device=device, export_model=lm,
+                      metric_for_best_model="val_loss")
+    summary = trainer.train()
+    evals = [r for r in trainer.history if "val_loss" in r]
+    summary.update(first_eval=evals[0] if evals else None, last_eval=evals[-1] if evals else None,
+                   output_dir=args.output_dir)
+    if device.is_main:
+        lm.set_train(False)
+        lm.save_pretrained(args.output_dir)
+        tokenizer.save_pretrained(args.output_dir)
+        summary["loss_curve"] = os.path.join(args.output_dir, "loss.png")
+        if args.sample_tokens > 0:
+            summary["sample"] = sample_text(lm, tokenizer, args)
+    return summary
+
+
+def sample_text(lm: GPTLMHeadModel, tokenizer, args: PretrainArguments) -> str:
+    from ..generation import generate
+
+    prompt = tokenizer.encode(args.sample_prompt) or [0]
+    out = generate(lm, np.asarray([prompt], dtype=np.int32), max_new_tokens=args.sample_tokens,
+                   do_sample=True, temperature=args.sample_temperature, top_k=args.sample_top_k, seed=args.seed)
+    return tokenizer.decode([int(t) for t in out[0]])

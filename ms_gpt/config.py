@@ -90,7 +90,7 @@ class GPTConfig:
         for key, value in data.items():
             name = _HF_ALIASES.get(key, key)
             if name in known:
-                if name in kwargs and kwargs[name] != value:
+                if key != name and name in data:
                     continue  # the canonical key wins over an alias (e.g. n_positions over n_ctx)
                 kwargs[name] = value
             else:
@@ -125,6 +125,10 @@ class GPTConfig:
         out = dict(self.extra)
         out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
         out["n_ctx"] = self.n_positions
+        if isinstance(out.get("id2label"), dict) and len(out["id2label"]) != self.num_labels:
+            # stale labels from a checkpoint loaded with another num_labels; HF would rebuild them from these
+            out.pop("id2label")
+            out.pop("label2id", None)
         if self.model_type == "openai-gpt":
             out["afn"] = "gelu" if self.activation_function == "gelu_new" else self.activation_function
             out["architectures"] = out.get("architectures", ["OpenAIGPTLMHeadModel"])

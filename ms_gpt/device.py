@@ -49,7 +49,8 @@ def setup_device(device_target: str = "auto", seed: int | None = None) -> Device
     if "info" in _STATE:
         return _STATE["info"]
     target = _detect_target() if device_target == "auto" else device_target
-    ms.set_device(target) if hasattr(ms, "set_device") else ms.set_context(device_target=target)
+    if ms.get_context("device_target") != target:  # set_device may only run before the first kernel
+        ms.set_device(target)
     ms.set_context(mode=ms.PYNATIVE_MODE)
     if seed is not None:
         ms.set_seed(seed)

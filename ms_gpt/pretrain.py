@@ -1,9 +1,9 @@
 """`python -m ms_gpt.pretrain --config configs/<name>.yaml [--key=value ...]` — causal-LM pretraining."""
 import sys
 
-from .cli import run
-from .config import parse_config
-from .recipes.pretrain import ALIASES, PretrainArguments, pretrain
+from ms_gpt.cli import run
+from ms_gpt.config import parse_config
+from ms_gpt.recipes.pretrain import ALIASES, PretrainArguments, pretrain
 
 
 def main(argv=None) -> dict:

@@ -48,7 +48,7 @@ BUNDLED_TOKENIZERS = {
 }
 
 PathLike = Union[str, "os.PathLike[str]"]
-Ids = Union[int, Sequence[int], Any]  # also numpy arrays / MindSpore tensors (anything with .tolist())
+Ids = Any  # an int, a sequence of ints, or a numpy array / MindSpore tensor (anything with .tolist())
 T = TypeVar("T", bound="BaseTokenizer")
 
 
@@ -302,9 +302,9 @@ class BaseTokenizer(ABC):
         try:
             for name, text in contents.items():
                 tmp = directory / f".{name}.{os.getpid()}.tmp"
+                pending.append((tmp, directory / name))
                 with open(tmp, "w", encoding="utf-8", newline="\n") as f:
                     f.write(text)
-                pending.append((tmp, directory / name))
             while pending:
                 tmp, final = pending[0]
                 os.replace(tmp, final)
@@ -330,8 +330,13 @@ class BaseTokenizer(ABC):
         decoder = config.get("added_tokens_decoder", {})
         if not isinstance(decoder, dict):
             raise ValueError(f"{config_path}: 'added_tokens_decoder' must be an object, got {type(decoder).__name__}")
-        for key in sorted(decoder, key=_int_key(config_path)):
-            index, entry = int(key), decoder[key]
+        entries = []
+        for key, entry in decoder.items():
+            try:
+                entries.append((int(key), key, entry))
+            except ValueError:
+                raise ValueError(f"{config_path}: added_tokens_decoder key {key!r} is not an integer id") from None
+        for index, key, entry in sorted(entries, key=lambda e: e[0]):
             token = _token_content(entry, f"{config_path}: added_tokens_decoder[{key}]")
             special = bool(entry.get("special", False)) if isinstance(entry, dict) else False
             existing = self._token_to_id(token)
@@ -348,7 +353,9 @@ class BaseTokenizer(ABC):
             for attr in SPECIAL_TOKEN_ATTRS
             if config.get(attr) is not None
         }
-        extra = [_token_content(t, f"{config_path}: additional_special_tokens") for t in config.get("additional_special_tokens") or []]
+        # transformers 5 writes the list as "extra_special_tokens"
+        listed = config.get("additional_special_tokens") or config.get("extra_special_tokens") or []
+        extra = [_token_content(t, f"{config_path}: additional_special_tokens") for t in listed]
         for token in [*named.values(), *extra]:
             if self._token_to_id(token) is None:
                 raise ValueError(f"{config_path}: special token {token!r} is neither in the vocabulary nor an added token")
@@ -359,8 +366,7 @@ class BaseTokenizer(ABC):
     @classmethod
     def from_pretrained(cls: Type[T], name_or_path: PathLike) -> T:
         """Load a saved tokenizer directory, or a bundled one by name (``"gpt2"``, ``"bert-base-chinese"``)."""
-        tok = _load(name_or_path, cls if cls is not BaseTokenizer else None)
-        return tok  # type: ignore[return-value]
+        return _load(name_or_path, cls if cls is not BaseTokenizer else None)  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         specials = ", ".join(f"{k}={v!r}" for k, v in self._special_tokens.items() if v is not None)
@@ -383,16 +389,6 @@ for _attr in SPECIAL_TOKEN_ATTRS:
     setattr(BaseTokenizer, _attr, _tok_prop)
     setattr(BaseTokenizer, _attr + "_id", _id_prop)
 del _attr, _tok_prop, _id_prop
-
-
-def _int_key(config_path: Path):
-    def key(k: str) -> int:
-        try:
-            return int(k)
-        except ValueError:
-            raise ValueError(f"{config_path}: added_tokens_decoder key {k!r} is not an integer id") from None
-
-    return key
 
 
 def _token_content(value: Any, where: str) -> str:

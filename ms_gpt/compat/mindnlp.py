@@ -1,7 +1,7 @@
 """The one door from ms_gpt to mindnlp 0.4.1, with the fixes it needs on MindSpore 2.7.
 
-Importing this module is cheap: mindnlp (about 5 s here) is imported by the first accessor call, and the fixes are
-applied then, once per process::
+Importing this module is cheap: mindnlp (about 5 s on an idle 2-core CPU) is imported by the first accessor call,
+and the fixes are applied then, once per process::
 
     from ms_gpt.compat.mindnlp import import_mindnlp, get_trainer_classes, as_mindnlp_model, load_dataset
 
@@ -37,8 +37,9 @@ mindnlp models (`mindnlp.transformers.*`) are Modules already and are passed thr
 `evaluate.load("accuracy")` needs the network: compute metrics locally in `compute_metrics`.
 
 Side effects of `import mindnlp` 0.4.1 itself (not undone here): it sets HF_ENDPOINT=https://hf-mirror.com (when
-unset), MS_DEV_FORCE_ACL=1, TOKENIZERS_PARALLELISM=false, removes RANK_TABLE_FILE, replaces `mindspore.Tensor.data_ptr`
-and the `__str__` of MindSpore Float/Int dtypes, and initialises jieba's dictionary (about 1 s, cached in /tmp).
+unset), MS_DEV_FORCE_ACL=1, TOKENIZERS_PARALLELISM=false and MS_ALLOC_CONF (outside Ascend 910B/310), removes
+RANK_TABLE_FILE, replaces `mindspore.Tensor.data_ptr` and the `__str__` of MindSpore Float/Int dtypes, and
+initialises jieba's dictionary (about 1 s of the import, cached in /tmp).
 """
 from __future__ import annotations
 
@@ -91,8 +92,9 @@ def _check_installed_stack() -> None:
         raise ImportError("mindnlp is not installed; ms_gpt's mindnlp interop needs mindnlp==0.4.1 "
                           "(pip install -r requirements.txt)")
     check_mindnlp_version(mindnlp_version)
-    # mindnlp.utils.testing_utils imports private names from `_pytest.doctest` whenever pytest is installed;
-    # pytest 8.0.2 moved them, so `import mindnlp` fails with an ImportError about _pytest.
+    # mindnlp.utils.testing_utils imports private names from `_pytest.doctest` whenever pytest is installed; from
+    # pytest 8.0.2 `import_path` is no longer importable from there (it lives in `_pytest.pathlib`), so
+    # `import mindnlp` fails with "cannot import name 'import_path' from '_pytest.doctest'".
     pytest_version = _installed_version("pytest")
     if pytest_version is not None and Version(pytest_version) >= Version("8.0.2"):
         raise ImportError(f"pytest {pytest_version} is installed; mindnlp 0.4.1 cannot be imported next to "
@@ -131,7 +133,6 @@ def _fix_empty() -> None:
             size = size[0]
         return mindspore.ops.zeros(tuple(size), dtype if dtype is not None else creation.get_default_dtype())
 
-    setattr(empty, _COMPAT_MARK, True)
     # `mindnlp.core.ops` re-exports creation's names with `import *`, so both bindings are replaced.
     for module in (creation, core_ops):
         module.empty = empty
@@ -303,11 +304,11 @@ def load_dataset(path: str, *, data_files: DataFiles | None = None, split: str |
     if dropped:
         raise ValueError(f"load_dataset: mindnlp 0.4.1 would silently ignore {', '.join(dropped)}; "
                          f"accepted options: {', '.join(sorted(accepted))}")
-    looks_local = os.sep in path or path.startswith(".") or path.startswith("~")
-    if looks_local and not os.path.exists(os.path.expanduser(path)):
+    path = os.path.expanduser(path)
+    if (os.sep in path or path.startswith(".")) and not os.path.exists(path):
         raise FileNotFoundError(f"load_dataset: {path!r} does not exist")
     if data_files is not None:
-        base_dir = os.path.expanduser(path) if os.path.isdir(os.path.expanduser(path)) else ""
+        base_dir = path if os.path.isdir(path) else ""
         missing = _missing_local_files(data_files, base_dir)
         if missing:
             raise FileNotFoundError(f"load_dataset: data file(s) not found: {', '.join(map(repr, missing))}")

@@ -349,9 +349,9 @@ class Trainer:
         keep = max(1, self.args.save_total_limit)
         found = sorted(list_checkpoints(self.args.output_dir), key=lambda p: _step_of(p))
         protected = {os.path.join(self.args.output_dir, f"checkpoint-{self.best_step}")} if self.best_step else set()
-        removable = [p for p in found if p not in protected]
-        for path in removable[:-keep]:
-            shutil.rmtree(path, ignore_errors=True)
+        for path in found[:-keep]:  # the newest `keep` stay, and the best wherever it is
+            if path not in protected:
+                shutil.rmtree(path, ignore_errors=True)
 
     def best_checkpoint(self) -> Optional[str]:
         if self.best_step is None:

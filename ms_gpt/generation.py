@@ -1,0 +1,396 @@
+"""Text generation for `GPTLMHeadModel`: greedy and sampled decoding with a static KV cache.
+
+The cache has a fixed number of slots per call (rounded up, so that many calls share it) and the prompt is
+left-padded to a bucket length, so the prefill and the one-token decode step are each compiled once per
+(batch, prompt bucket, cache length) and reused by later calls with the same shapes. Token choice (repetition
+penalty, temperature, top-k, top-p, sampling) runs on the host with a seeded numpy Generator: the logits of one step
+are copied to the host anyway, and host sampling makes a seed give the same text on every device.
+
+Layout of a batch (HF conventions): rows are LEFT-padded, `attention_mask` is 1 on real tokens, and position ids are
+`cumsum(mask) - 1`, so every row's first real token sits at position 0 whatever its padding.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor, ops
+
+PROMPT_BUCKET = 16  # prompts are left-padded to a multiple of this (fewer distinct prefill shapes)
+CACHE_BUCKET = 64  # cache slots are a multiple of this, capped at n_positions
+IdsLike = Union[np.ndarray, Sequence[Sequence[int]], Sequence[int], Tensor]
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+# ---- compiled steps ---------------------------------------------------------------------------------------------
+class _CompiledSteps:
+    """The jitted prefill / decode / full-forward functions of one model, with their compile counts.
+
+    A `mindspore.jit` function compiles once per input signature (shapes and dtypes) and keeps the graph, so holding
+    these function objects across generate() calls is what makes a repeated call compile nothing. The body of a
+    jitted function runs as Python only while it is being traced, so `_traced` counts compilations exactly.
+    """
+
+    def __init__(self, model):
+        self.counts = {"prefill": 0, "decode": 0, "forward": 0}
+        self.param_ids = _param_ids(model)
+        transformer = model.transformer
+        counts = self.counts
+
+        def _traced(name):
+            counts[name] += 1
+
+        def prefill(input_ids, position_ids, cache_mask):
+            """Prompt [B, P] -> (logits of the last position [B, V], k/v caches [B, H, L, D] with P slots filled)."""
+            _traced("prefill")
+            prompt_len = input_ids.shape[1]
+            hidden, presents = transformer(input_ids, cache_mask[:, :prompt_len], None, position_ids, None, None,
+                                           True)
+            logits = model.logits(hidden[:, -1:, :])
+            slots = cache_mask.shape[1]
+            caches = ()
+            for k, v in presents:
+                if slots > prompt_len:
+                    tail = ops.zeros((k.shape[0], k.shape[1], slots - prompt_len, k.shape[3]), k.dtype)
+                    k = ops.concat((k, tail), axis=2)
+                    v = ops.concat((v, tail), axis=2)
+                caches = caches + (k, v)
+            return logits.reshape(logits.shape[0], -1), caches
+
+        def decode(token, position_ids, cache_mask, cache_position, *caches):
+            """One new token [B, 1] written at slot `cache_position` -> (logits [B, V], updated caches).
+
+            The caches travel as flat positional tensors: MindSpore keys a nested tuple argument by its values and
+            would recompile every step (measured on 2.7).
+            """
+            _traced("decode")
+            past = tuple((caches[2 * i], caches[2 * i + 1]) for i in range(len(caches) // 2))
+            logits, presents = model(token, cache_mask, None, position_ids, None, past, cache_position, True)
+            flat = ()
+            for k, v in presents:
+                flat = flat + (k, v)
+            return logits.reshape(logits.shape[0], -1), flat
+
+        def forward(input_ids, attention_mask, position_ids, last_index):
+            """No cache: the whole (right-padded) window again -> logits at slot `last_index` [B, V]."""
+            _traced("forward")
+            hidden = transformer(input_ids, attention_mask, None, position_ids)
+            logits = model.logits(ops.gather(hidden, last_index, 1))
+            return logits.reshape(logits.shape[0], -1)
+
+        self.prefill = ms.jit(prefill)
+        self.decode = ms.jit(decode)
+        self.forward = ms.jit(forward)
+
+
+def _param_ids(model) -> tuple:
+    return tuple(id(p) for p in model.get_parameters())
+
+
+def _compiled_steps(model) -> _CompiledSteps:
+    steps = model.__dict__.get("_generation_steps")
+    # A compiled graph holds the Parameter objects it was traced with; if one was replaced (resize_token_embeddings,
+    # a loader assigning new Parameters), trace again rather than generate with stale weights.
+    if steps is None or steps.param_ids != _param_ids(model):
+        steps = _CompiledSteps(model)
+        model.__dict__["_generation_steps"] = steps
+    return steps
+
+
+def compile_counts(model) -> dict:
+    """How many times generate() has compiled each of its steps for `model`: {"prefill", "decode", "forward"}.
+
+    "forward" is the no-cache path. Counts grow by one per new input shape; a call whose shapes were seen before adds 0.
+    """
+    return dict(_compiled_steps(model).counts)
+
+
+# ---- token choice ----------------------------------------------------------------------------------------------
+class TokenChooser:
+    """Turns one step's logits [B, V] into the next token per row: repetition penalty, then (when sampling)
+    temperature, top-k and top-p filtering and a draw from a seeded numpy Generator."""
+
+    def __init__(self, vocab_size: int, do_sample: bool = False, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, repetition_penalty: float = 1.0, seed: Optional[int] = None):
+        if do_sample and not temperature > 0:
+            raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+        if not isinstance(top_k, (int, np.integer)) or top_k < 0:
+            raise ValueError(f"top_k must be an integer >= 0 (0 = off), got {top_k!r}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if not repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be > 0 (1 = off), got {repetition_penalty}")
+        self.vocab_size = vocab_size
+        self.do_sample = do_sample
+        self.temperature = float(temperature)
+        self.top_k = int(top_k)
+        self.top_p = float(top_p)
+        self.repetition_penalty = float(repetition_penalty)
+        self.rng = np.random.default_rng(seed)
+        self.seen: Optional[np.ndarray] = None  # bool [B, V]: tokens of each row so far (repetition penalty)
+
+    def observe(self, ids: np.ndarray, mask: Optional[np.ndarray] = None) -> None:
+        """Record tokens [B, T] (where mask is 1) as already present in each row."""
+        if self.repetition_penalty == 1.0:
+            return
+        if self.seen is None:
+            self.seen = np.zeros((ids.shape[0], self.vocab_size), dtype=bool)
+        rows = np.broadcast_to(np.arange(ids.shape[0])[:, None], ids.shape)
+        keep = np.ones(ids.shape, dtype=bool) if mask is None else mask.astype(bool)
+        self.seen[rows[keep], ids[keep]] = True
+
+    def __call__(self, logits: np.ndarray, banned: Sequence[int] = ()) -> np.ndarray:
+        scores = logits.astype(np.float64)
+        if self.seen is not None:
+            penalised = np.where(scores < 0, scores * self.repetition_penalty, scores / self.repetition_penalty)
+            scores = np.where(self.seen, penalised, scores)
+        if len(banned):
+            scores[:, list(banned)] = -np.inf
+        if not self.do_sample:
+            return scores.argmax(axis=-1)
+        scores = scores / self.temperature
+        if 0 < self.top_k < scores.shape[-1]:
+            kth = np.partition(scores, -self.top_k, axis=-1)[:, -self.top_k][:, None]
+            scores = np.where(scores < kth, -np.inf, scores)
+        probs = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        probs /= probs.sum(axis=-1, keepdims=True)
+        if self.top_p < 1.0:
+            order = np.argsort(-probs, axis=-1, kind="stable")
+            sorted_probs = np.take_along_axis(probs, order, axis=-1)
+            # keep the most likely tokens until their mass reaches top_p (the one crossing it included)
+            mass_before = np.cumsum(sorted_probs, axis=-1) - sorted_probs
+            drop_sorted = mass_before >= self.top_p
+            drop = np.zeros_like(drop_sorted)
+            np.put_along_axis(drop, order, drop_sorted, axis=-1)
+            probs = np.where(drop, 0.0, probs)
+        cdf = np.cumsum(probs, axis=-1)
+        target = self.rng.random(probs.shape[0]) * cdf[:, -1]
+        return np.minimum((cdf <= target[:, None]).sum(axis=-1), probs.shape[-1] - 1)
+
+
+# ---- input preparation -----------------------------------------------------------------------------------------
+def _as_numpy_ids(input_ids: IdsLike) -> np.ndarray:
+    if isinstance(input_ids, Tensor):
+        input_ids = input_ids.asnumpy()
+    ids = np.asarray(input_ids)
+    if ids.ndim == 1:
+        ids = ids[None, :]
+    if ids.ndim != 2:
+        raise ValueError(f"input_ids must be [batch, seq] (or one sequence), got shape {ids.shape}")
+    if ids.size and not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"input_ids must be integers, got dtype {ids.dtype}")
+    return ids.astype(np.int64)
+
+
+def _prepare_prompt(model, input_ids, attention_mask, max_new_tokens: int):
+    """Validate and left-align the prompt; trim it (or max_new_tokens) to fit n_positions with a warning.
+
+    Returns (ids [B, T], mask [B, T], max_new_tokens) with leading all-padding columns dropped.
+    """
+    config = model.config
+    ids = _as_numpy_ids(input_ids)
+    if ids.shape[1] == 0:
+        raise ValueError("generate: the prompt is empty; give at least one token (e.g. a BOS/EOS id)")
+    if attention_mask is None:
+        mask = np.ones(ids.shape, dtype=np.int64)
+    else:
+        if isinstance(attention_mask, Tensor):
+            attention_mask = attention_mask.asnumpy()
+        mask = np.asarray(attention_mask).astype(np.int64)
+        if mask.ndim == 1:
+            mask = mask[None, :]
+        if mask.shape != ids.shape:
+            raise ValueError(f"attention_mask shape {mask.shape} does not match input_ids shape {ids.shape}")
+    real = mask.astype(bool)
+    empty_rows = np.flatnonzero(~real.any(axis=1))
+    if empty_rows.size:
+        raise ValueError(f"generate: prompt row {int(empty_rows[0])} has no real token (attention_mask all 0)")
+    # left padding only: once a row's real tokens start they run to the end
+    if (np.diff(real.astype(np.int8), axis=1) < 0).any():
+        bad = int(np.flatnonzero((np.diff(real.astype(np.int8), axis=1) < 0).any(axis=1))[0])
+        raise ValueError(f"generate: attention_mask row {bad} is not left-padded (decoder-only generation continues "
+                         "after the last column, so padding must come first)")
+    bad_ids = real & ((ids < 0) | (ids >= config.vocab_size))
+    if bad_ids.any():
+        raise ValueError(f"generate: input_ids contains id {int(ids[bad_ids][0])} outside the vocabulary "
+                         f"[0, {config.vocab_size})")
+    longest = int(real.sum(axis=1).max())
+    ids, mask = ids[:, -longest:], mask[:, -longest:]
+    n_positions = config.n_positions
+    if max_new_tokens > n_positions - 1:
+        warnings.warn(f"generate: max_new_tokens={max_new_tokens} does not fit n_positions={n_positions} with a "
+                      f"prompt; generating {n_positions - 1} tokens")
+        max_new_tokens = n_positions - 1
+    if longest + max_new_tokens > n_positions:
+        keep = n_positions - max_new_tokens
+        warnings.warn(f"generate: prompt of {longest} tokens + {max_new_tokens} new tokens exceeds n_positions="
+                      f"{n_positions}; keeping the last {keep} prompt tokens")
+        ids, mask = ids[:, -keep:], mask[:, -keep:]
+    return ids, mask, max_new_tokens
+
+
+def position_ids_from_mask(mask: np.ndarray) -> np.ndarray:
+    """HF convention for left padding: positions count real tokens (cumsum - 1); padding gets 0."""
+    return np.maximum(np.cumsum(mask, axis=-1) - 1, 0)
+
+
+def cache_length(prompt_slots: int, max_new_tokens: int, n_positions: int) -> int:
+    """Slots of the static cache: prompt + new tokens (at most n_positions) rounded up to CACHE_BUCKET, capped at
+    n_positions."""
+    return min(_round_up(prompt_slots + max_new_tokens, CACHE_BUCKET), n_positions)
+
+
+def _i32(array) -> Tensor:
+    return Tensor(np.ascontiguousarray(array, dtype=np.int32))
+
+
+# ---- decoders: prompt in, logits of the next position out -------------------------------------------------------
+class _CachedDecoder:
+    """Prefill once into a static cache, then feed one token per step."""
+
+    def __init__(self, steps: _CompiledSteps, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int,
+                 n_positions: int):
+        self.steps = steps
+        width = ids.shape[1]
+        # bucket the prompt width, but never past what n_positions leaves for the new tokens
+        bucket = max(width, min(_round_up(width, PROMPT_BUCKET), n_positions - max_new_tokens))
+        pad = bucket - width
+        self.ids = np.pad(ids, ((0, 0), (pad, 0)))
+        prompt_mask = np.pad(mask, ((0, 0), (pad, 0)))
+        slots = cache_length(bucket, max_new_tokens, n_positions)
+        # every slot after the prompt will hold a real token; the model hides the future ones by slot <= position
+        cache_mask = np.ones((ids.shape[0], slots), dtype=np.int32)
+        cache_mask[:, :bucket] = prompt_mask
+        self.cache_mask = _i32(cache_mask)
+        self.prompt_mask = prompt_mask
+        self.next_position = prompt_mask.sum(axis=1)  # position id of the next token, per row
+        self.slot = bucket  # cache slot of the next token
+        self.caches: tuple = ()
+
+    def start(self) -> np.ndarray:
+        logits, self.caches = self.steps.prefill(_i32(self.ids), _i32(position_ids_from_mask(self.prompt_mask)),
+                                                 self.cache_mask)
+        return logits.asnumpy()
+
+    def advance(self, tokens: np.ndarray) -> np.ndarray:
+        logits, self.caches = self.steps.decode(_i32(tokens[:, None]), _i32(self.next_position[:, None]),
+                                                self.cache_mask, _i32([self.slot]), *self.caches)
+        self.slot += 1
+        self.next_position = self.next_position + 1
+        return logits.asnumpy()
+
+
+class _RecomputeDecoder:
+    """The reference path: every step runs the whole sequence again (right-padded to a CACHE_BUCKET multiple so
+    that a whole generation compiles a handful of shapes, not one per length)."""
+
+    def __init__(self, steps: _CompiledSteps, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int,
+                 n_positions: int):
+        self.steps = steps
+        self.n_positions = n_positions
+        total = ids.shape[1] + max_new_tokens
+        self.ids = np.zeros((ids.shape[0], total), dtype=np.int64)
+        self.mask = np.zeros((ids.shape[0], total), dtype=np.int64)
+        self.ids[:, :ids.shape[1]] = ids
+        self.mask[:, :ids.shape[1]] = mask
+        self.length = ids.shape[1]
+
+    def _run(self) -> np.ndarray:
+        window = min(_round_up(self.length, CACHE_BUCKET), self.n_positions)
+        ids = np.zeros((self.ids.shape[0], window), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        ids[:, :self.length] = self.ids[:, :self.length]
+        mask[:, :self.length] = self.mask[:, :self.length]
+        logits = self.steps.forward(_i32(ids), _i32(mask), _i32(position_ids_from_mask(mask)),
+                                    _i32([self.length - 1]))
+        return logits.asnumpy()
+
+    def start(self) -> np.ndarray:
+        return self._run()
+
+    def advance(self, tokens: np.ndarray) -> np.ndarray:
+        self.ids[:, self.length] = tokens
+        self.mask[:, self.length] = 1
+        self.length += 1
+        return self._run()
+
+
+# ---- public API ------------------------------------------------------------------------------------------------
+def _token_set(value, name: str, vocab_size: int) -> list[int]:
+    if value is None:
+        return []
+    values = [int(value)] if isinstance(value, (int, np.integer)) else [int(v) for v in value]
+    for v in values:
+        if not 0 <= v < vocab_size:
+            raise ValueError(f"generate: {name}={v} is outside the vocabulary [0, {vocab_size})")
+    return values
+
+
+def generate(model, input_ids: IdsLike, attention_mask=None, max_new_tokens: int = 20, do_sample: bool = False,
+             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
+             eos_token_id: Union[int, Sequence[int], None] = None, pad_token_id: Optional[int] = None,
+             seed: Optional[int] = None, use_cache: bool = True, min_new_tokens: int = 0,
+             num_return_sequences: int = 1,
+             on_token: Optional[Callable[[np.ndarray], None]] = None) -> np.ndarray:
+    """Continue `input_ids` ([B, T] or one sequence [T]; rows LEFT-padded, `attention_mask` 1 = real token).
+
+    Returns int64 numpy [B * num_return_sequences, T + n] = prompt + new tokens, n <= max_new_tokens: a row that
+    produced an eos id is filled with `pad_token_id` afterwards, and generation stops once every row has.
+    `eos_token_id` / `pad_token_id` default to the model config's (pad falls back to eos, then 0); pass
+    `eos_token_id=[]` to never stop early. `do_sample=False` is greedy; sampling applies temperature, top-k (0 = off)
+    and top-p (1 = off) and draws with numpy's Generator(seed), so a seed reproduces the output exactly.
+    `repetition_penalty` (>1 discourages) divides positive / multiplies negative logits of tokens already in the row.
+    `min_new_tokens` bans eos for that many steps. `use_cache=False` recomputes the whole sequence each step (the
+    reference path). `on_token` is called with each step's new tokens [B] (for streaming).
+    A prompt too long for n_positions is trimmed from the left with a warning.
+    """
+    config = model.config
+    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    if not isinstance(num_return_sequences, (int, np.integer)) or num_return_sequences < 1:
+        raise ValueError(f"num_return_sequences must be a positive integer, got {num_return_sequences!r}")
+    original = _as_numpy_ids(input_ids)
+    ids, mask, max_new_tokens = _prepare_prompt(model, original, attention_mask, int(max_new_tokens))
+    if num_return_sequences > 1:
+        original = np.repeat(original, num_return_sequences, axis=0)
+        ids = np.repeat(ids, num_return_sequences, axis=0)
+        mask = np.repeat(mask, num_return_sequences, axis=0)
+    eos = _token_set(config.eos_token_id if eos_token_id is None else eos_token_id, "eos_token_id",
+                     config.vocab_size)
+    if pad_token_id is None:
+        pad_token_id = config.pad_token_id if config.pad_token_id is not None else (eos[0] if eos else 0)
+    chooser = TokenChooser(config.vocab_size, do_sample, temperature, top_k, top_p, repetition_penalty, seed)
+    chooser.observe(ids, mask)
+    batch = ids.shape[0]
+    new_tokens = np.full((batch, max_new_tokens), pad_token_id, dtype=np.int64)
+    if max_new_tokens == 0:
+        return original
+    was_training = model.training
+    model.set_train(False)
+    try:
+        decoder_cls = _CachedDecoder if use_cache else _RecomputeDecoder
+        decoder = decoder_cls(_compiled_steps(model), ids, mask, max_new_tokens, config.n_positions)
+        finished = np.zeros(batch, dtype=bool)
+        logits = decoder.start()
+        produced = 0
+        for step in range(max_new_tokens):
+            tokens = chooser(logits, banned=eos if step < min_new_tokens else ())
+            tokens = np.where(finished, pad_token_id, tokens)
+            new_tokens[:, step] = tokens
+            produced = step + 1
+            if on_token is not None:
+                on_token(tokens)
+            if eos:
+                finished |= np.isin(tokens, eos)
+            if finished.all() or produced == max_new_tokens:
+                break
+            chooser.observe(tokens[:, None])
+            logits = decoder.advance(tokens)
+    finally:
+        model.set_train(was_training)
+    return np.concatenate([original, new_tokens[:, :produced]], axis=1)

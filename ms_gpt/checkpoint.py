@@ -375,7 +375,7 @@ def _read_torch_legacy(path: str) -> dict[str, np.ndarray]:
     with open(path, "rb") as f:
         try:
             magic = _RestrictedUnpickler(f, path).load()
-        except (pickle.UnpicklingError, EOFError, ValueError):
+        except (pickle.UnpicklingError, EOFError):
             magic = None
         if magic != _LEGACY_MAGIC:
             raise ValueError(f"{path}: not a PyTorch weight file (neither a zip archive nor the legacy format)")
@@ -410,7 +410,8 @@ class _TorchName:
 _REBUILD_V2 = _TorchName("torch._utils", "_rebuild_tensor_v2")
 _STORAGE_NAMES = {np.dtype(np.float32): "FloatStorage", np.dtype(np.float16): "HalfStorage",
                   np.dtype(np.float64): "DoubleStorage", np.dtype(np.int64): "LongStorage",
-                  np.dtype(np.int32): "IntStorage", np.dtype(np.uint8): "ByteStorage", np.dtype(np.bool_): "BoolStorage"}
+                  np.dtype(np.int32): "IntStorage", np.dtype(np.uint8): "ByteStorage",
+                  np.dtype(np.bool_): "BoolStorage"}
 
 
 @dataclass(frozen=True)

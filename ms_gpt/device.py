@@ -31,9 +31,10 @@ _STATE: dict = {}
 
 
 def _detect_target() -> str:
-    # The installed MindSpore package decides what exists (mindspore CPU wheels report CPU). ModelArts / OpenI
-    # Ascend jobs set one of these variables.
-    if os.environ.get("ASCEND_HOME_PATH") or os.environ.get("ASCEND_DEVICE_ID") or os.environ.get("DEVICE_ID"):
+    # The installed MindSpore package decides what exists (CPU wheels report CPU). CANN's set_env.sh exports
+    # ASCEND_HOME_PATH on Ascend hosts (ModelArts / OpenI images); DEVICE_ID alone proves nothing: msrun sets it.
+    plugin = os.path.join(os.path.dirname(ms.__file__), "lib", "plugin", "libmindspore_ascend.so.2")
+    if os.environ.get("ASCEND_HOME_PATH") and os.path.exists(plugin):
         return "Ascend"
     target = ms.get_context("device_target")
     return target if target in ("CPU", "GPU", "Ascend") else "CPU"
@@ -60,9 +61,8 @@ def setup_device(device_target: str = "auto", seed: int | None = None) -> Device
 
         init()
         rank, world = get_rank(), get_group_size()
-        ms.reset_auto_parallel_context()
-        ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
-                                     device_num=world)
+        # no auto-parallel context: the engine averages gradients itself (DistributedGradReducer in the compiled
+        # step), and evaluation graphs stay plain per-rank graphs
     info = DeviceInfo(target=target, rank=rank, world_size=world)
     _STATE["info"] = info
     return info

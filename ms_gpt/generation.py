@@ -8,9 +8,15 @@ are copied to the host anyway, and host sampling makes a seed give the same text
 
 Layout of a batch (HF conventions): rows are LEFT-padded, `attention_mask` is 1 on real tokens, and position ids are
 `cumsum(mask) - 1`, so every row's first real token sits at position 0 whatever its padding.
+
+The compiled graphs read the model's Parameters in place, so weights updated in place (an optimizer step,
+`Parameter.copy_`, `ops.assign`) are seen by the next call. `Parameter.set_data` after a graph has compiled is not
+safe on MindSpore 2.7: the graph keeps reading the replaced (freed) buffer. Replacing a Parameter object (e.g.
+`resize_token_embeddings`) is detected and traced again.
 """
 from __future__ import annotations
 
+import argparse
 import warnings
 from typing import Callable, Optional, Sequence, Union
 
@@ -219,6 +225,8 @@ def _prepare_prompt(model, input_ids, attention_mask, max_new_tokens: int):
     if bad_ids.any():
         raise ValueError(f"generate: input_ids contains id {int(ids[bad_ids][0])} outside the vocabulary "
                          f"[0, {config.vocab_size})")
+    # padding may hold any value (-1, out-of-vocabulary ids); the model only ever sees id 0 there
+    ids, mask = np.where(real, ids, 0), real.astype(np.int64)
     longest = int(real.sum(axis=1).max())
     ids, mask = ids[:, -longest:], mask[:, -longest:]
     n_positions = config.n_positions
@@ -394,3 +402,51 @@ def generate(model, input_ids: IdsLike, attention_mask=None, max_new_tokens: int
     finally:
         model.set_train(was_training)
     return np.concatenate([original, new_tokens[:, :produced]], axis=1)
+
+
+def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 50, num_return_sequences: int = 1,
+                  **generate_kwargs) -> list[str]:
+    """Text in, text out: the prompt followed by each generated continuation (cut at the first eos).
+
+    Models with a BERT vocabulary (Chinese GPT-2) see `[CLS]` first, as in their training data. An empty prompt
+    starts from the BOS/EOS token when the tokenizer has one (unconditional generation).
+    """
+    ids = tokenizer.encode(prompt)
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if tokenizer.cls_token_id is not None and tokenizer.bos_token_id is None:
+        ids = [tokenizer.cls_token_id] + ids
+    elif not ids and bos is not None:
+        ids = [bos]
+    if not ids:
+        raise ValueError(f"generate: the prompt {prompt!r} has no token in this tokenizer's vocabulary and the "
+                         "tokenizer has no BOS/EOS token to start from")
+    eos = generate_kwargs.pop("eos_token_id", None)
+    if eos is None:
+        eos = model.config.eos_token_id if model.config.eos_token_id is not None else tokenizer.eos_token_id
+    out = generate(model, np.asarray([ids]), max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
+                   eos_token_id=eos, **generate_kwargs)
+    stops = set(_token_set(eos, "eos_token_id", model.config.vocab_size))
+    texts = []
+    for row in out[:, len(ids):]:
+        new = [int(t) for t in row]
+        cut = next((i for i, t in enumerate(new) if t in stops), len(new))
+        texts.append(prompt + tokenizer.decode(new[:cut], skip_special_tokens=True))
+    return texts
+
+
+# ---- command-line options shared by `python -m ms_gpt.generate` and `python -m ms_gpt.chat` ----------------------
+def add_generation_args(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
+    parser.add_argument("--max_new_tokens", type=int, default=max_new_tokens)
+    parser.add_argument("--do_sample", action="store_true", help="sample instead of greedy decoding")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top_k", type=int, default=0, help="keep the k most likely tokens (0 = all)")
+    parser.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
+    parser.add_argument("--repetition_penalty", type=float, default=1.0, help=">1 discourages repeats")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--device_target", default="auto", help="auto | CPU | GPU | Ascend")
+
+
+def generation_kwargs(args: argparse.Namespace) -> dict:
+    """The generate() keyword arguments of parsed `add_generation_args` options (max_new_tokens aside)."""
+    return dict(do_sample=args.do_sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                repetition_penalty=args.repetition_penalty, seed=args.seed)

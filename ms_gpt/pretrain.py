@@ -1,9 +1,13 @@
 """`python -m ms_gpt.pretrain --config configs/<name>.yaml [--key=value ...]` — causal-LM pretraining."""
+import os
 import sys
 
-from ms_gpt.cli import run
-from ms_gpt.config import parse_config
-from ms_gpt.recipes.pretrain import ALIASES, PretrainArguments, pretrain
+if __package__ in (None, ""):  # launched as a file (msrun takes a script path): import from the project root
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from ms_gpt.cli import run  # noqa: E402
+from ms_gpt.config import parse_config  # noqa: E402
+from ms_gpt.recipes.pretrain import ALIASES, PretrainArguments, pretrain  # noqa: E402
 
 
 def main(argv=None) -> dict:

@@ -397,8 +397,9 @@ def generate(model, input_ids: IdsLike, attention_mask=None, max_new_tokens: int
                 finished |= np.isin(tokens, eos)
             if finished.all() or produced == max_new_tokens:
                 break
-            chooser.observe(tokens[:, None])
-            logits = decoder.advance(tokens)
+            fed = np.where(finished, 0, tokens)  # finished rows run on with any valid id (pad may be outside vocab)
+            chooser.observe(fed[:, None])
+            logits = decoder.advance(fed)
     finally:
         model.set_train(was_training)
     return np.concatenate([original, new_tokens[:, :produced]], axis=1)

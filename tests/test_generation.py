@@ -129,11 +129,12 @@ def test_eos_stops_a_row_and_pads_it(gpt2):
     row0, row1 = batch[0, 8:].tolist(), batch[1, 8:].tolist()
     stop = next(t for t in row0[1:] if t not in row1 and t != row0[0])
     at = row0.index(stop)
-    out = generate(model, prompts, attention_mask=mask, max_new_tokens=10, eos_token_id=[stop], pad_token_id=999)
+    assert at < 8  # row 0 stops with steps to spare
+    out = generate(model, prompts, attention_mask=mask, max_new_tokens=10, eos_token_id=[stop], pad_token_id=-1)
     assert out.shape == batch.shape  # row 1 never stops, so all 10 steps run
     np.testing.assert_array_equal(out[1], batch[1])
     np.testing.assert_array_equal(out[0, :8 + at + 1], batch[0, :8 + at + 1])
-    assert (out[0, 8 + at + 1:] == 999).all()
+    assert (out[0, 8 + at + 1:] == -1).all()  # a pad id outside the vocabulary is only written, never fed
 
 
 def test_min_new_tokens_bans_eos(gpt2):

@@ -1,0 +1,143 @@
+"""Padding policies and the epoch-based batch sources of fine-tuning (implemented in numpy).
+
+Every distinct batch shape costs a graph compilation (and on Ascend, static shapes are the rule), so the policy
+decides how many shapes a run produces:
+
+- `max_length`: every batch is padded to max_seq_length — one shape, one compile.
+- `dynamic`:    each batch is padded to its longest sequence (what mindspore.dataset's padded_batch does) — least
+                compute per step, one compile per distinct length.
+- `bucket`:     each batch is padded up to the next of a few fixed lengths (powers of two, capped at max_seq_length)
+                — at most one compile per bucket.
+- `auto`:       `max_length` where the device needs static shapes (Ascend), else `dynamic`.
+
+Training batches are fixed-size (the last partial batch of an epoch is dropped, so the batch axis never changes);
+evaluation batches keep every example. Sequences are right-padded with `pad_id` and attention_mask 0.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import numpy as np
+
+from .tasks import Encoded
+
+POLICIES = ("max_length", "dynamic", "bucket", "auto")
+IGNORE_INDEX = -100
+
+
+def resolve_policy(policy: str, static_shapes: bool) -> str:
+    if policy not in POLICIES:
+        raise ValueError(f"padding={policy!r}; expected one of {', '.join(POLICIES)}")
+    if policy == "auto":
+        return "max_length" if static_shapes else "dynamic"
+    return policy
+
+
+def bucket_lengths(max_length: int, smallest: int = 16) -> list[int]:
+    """Powers of two from `smallest` below max_length, then max_length itself: [16, 32, 64, 100] for 100."""
+    lengths = []
+    n = smallest
+    while n < max_length:
+        lengths.append(n)
+        n *= 2
+    return lengths + [max_length]
+
+
+def padded_length(policy: str, longest: int, max_length: int) -> int:
+    """The length a batch whose longest sequence is `longest` is padded to (policy already resolved)."""
+    if longest > max_length:
+        raise ValueError(f"a sequence of {longest} tokens exceeds max_seq_length={max_length}")
+    if policy == "max_length":
+        return max_length
+    if policy == "dynamic":
+        return longest
+    if policy == "bucket":
+        return next(b for b in bucket_lengths(max_length) if b >= longest)
+    raise ValueError(f"padding policy {policy!r} is not resolved; call resolve_policy first")
+
+
+def collate(data: Encoded, index: np.ndarray, length: int, pad_id: int, multiple_choice: bool,
+            lm_labels: bool) -> dict[str, np.ndarray]:
+    """Pad the examples `index` of `data` to `length` and build the model's inputs.
+
+    classification / entailment: input_ids [B, T], labels [B]. similarity: input_ids [B, 2, T], labels [B].
+    multiple choice (double-heads model): input_ids [B, K, T], mc_token_ids [B, K] (the `_classify_` position),
+    mc_labels [B], and with `lm_labels` the LM labels [B, K, T] (-100 on padding).
+    """
+    k = data.n_choices
+    ids = np.full((len(index), k, length), pad_id, dtype=np.int32)
+    mask = np.zeros((len(index), k, length), dtype=np.int32)
+    last = np.zeros((len(index), k), dtype=np.int32)
+    for row, i in enumerate(index):
+        for c, seq in enumerate(data.sequences[i]):
+            ids[row, c, :len(seq)] = seq
+            mask[row, c, :len(seq)] = 1
+            last[row, c] = len(seq) - 1
+    labels = data.labels[index].astype(np.int32)
+    if multiple_choice:
+        batch = {"input_ids": ids, "attention_mask": mask, "mc_token_ids": last, "mc_labels": labels}
+        if lm_labels:
+            batch["labels"] = np.where(mask == 1, ids, IGNORE_INDEX).astype(np.int32)
+        return batch
+    if k == 1:
+        ids, mask = ids[:, 0], mask[:, 0]
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+class EpochBatches:
+    """Training batches: every epoch a fresh seeded permutation, cut into full batches.
+
+    Data parallel: each step draws `batch_size * world_size` examples and rank r takes its slice, so N workers see
+    the batches one process would see at N times the batch. Resumable: the state is (epoch, position, the
+    generator state that drew this epoch's permutation).
+    """
+
+    def __init__(self, data: Encoded, batch_size: int, policy: str, max_length: int, pad_id: int, seed: int,
+                 multiple_choice: bool = False, lm_labels: bool = False, rank: int = 0, world_size: int = 1):
+        self.data, self.batch_size = data, batch_size
+        self.policy, self.max_length, self.pad_id = policy, max_length, pad_id
+        self.multiple_choice, self.lm_labels = multiple_choice, lm_labels
+        self.rank, self.world_size = rank, world_size
+        self.global_batch = batch_size * world_size
+        self.steps_per_epoch = len(data) // self.global_batch
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"{len(data)} training examples are fewer than one batch of {self.global_batch}")
+        self.rng = np.random.default_rng(seed)
+        self.epoch, self.position = 0, 0
+        self._start_epoch()
+
+    def _start_epoch(self) -> None:
+        self._epoch_rng_state = self.rng.bit_generator.state
+        self._order = self.rng.permutation(len(self.data))
+
+    def next_batch(self) -> dict[str, np.ndarray]:
+        if self.position >= self.steps_per_epoch:
+            self.epoch, self.position = self.epoch + 1, 0
+            self._start_epoch()
+        start = self.position * self.global_batch + self.rank * self.batch_size
+        index = self._order[start:start + self.batch_size]
+        self.position += 1
+        # the length is decided over the global batch so every rank pads to the same shape
+        global_index = self._order[self.position * self.global_batch - self.global_batch:
+                                   self.position * self.global_batch]
+        length = padded_length(self.policy, int(self.data.lengths[global_index].max()), self.max_length)
+        return collate(self.data, index, length, self.pad_id, self.multiple_choice, self.lm_labels)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "rng": self._epoch_rng_state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self._start_epoch()
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+def eval_batches(data: Encoded, batch_size: int, policy: str, max_length: int, pad_id: int,
+                 multiple_choice: bool = False, lm_labels: bool = False,
+                 limit: Optional[int] = None) -> Iterator[dict[str, np.ndarray]]:
+    """All examples (or the first `limit`) in order, in batches of `batch_size` (the last may be smaller)."""
+    n = len(data) if limit is None else min(limit, len(data))
+    for start in range(0, n, batch_size):
+        index = np.arange(start, min(start + batch_size, n))
+        length = padded_length(policy, int(data.lengths[index].max()), max_length)
+        yield collate(data, index, length, pad_id, multiple_choice, lm_labels)

@@ -1,0 +1,495 @@
+"""Chinese GPT-2 chit-chat: (optional) short pretraining on Chinese text, then dialogue fine-tuning, evaluation and a
+scripted chat.
+
+Every conversation becomes `[CLS] t1 [SEP] t2 [SEP] ...` (`ms_gpt.dialogue.encode_dialogue`, the format the chat REPL
+uses) and is trained as a language-model sequence: labels = input_ids, padding = -100. The held-out split groups
+conversations by their first turn, so a prompt seen in training never appears among the held-out prompts.
+
+`python -m ms_gpt.finetune --task dialogue --config configs/gpt2_chitchat_zh.yaml` runs `train_dialogue`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..config import GPTConfig, TrainingArguments, parse_config
+from ..paths import resolve_path
+
+IGNORE_INDEX = -100
+LONG_DIALOGUES = ("drop", "truncate")
+PADDINGS = ("auto", "max_length", "dynamic")
+
+
+@dataclass
+class DialogueArguments(TrainingArguments):
+    """Dialogue fine-tuning options on top of the engine's TrainingArguments."""
+
+    task: str = "dialogue"
+    train_files: list[str] = field(default_factory=lambda: ["data/chinese-chitchat"])  # *.yml files or dirs
+    model_name_or_path: Optional[str] = None  # HF / ms_gpt model dir; None = a new small GPT-2 (BERT vocab)
+    tokenizer: str = "bert-base-chinese"  # used when training from scratch
+    max_seq_length: int = 64
+    long_dialogues: str = "truncate"  # drop | truncate (keep the leading whole turns that fit)
+    padding: str = "auto"  # auto (max_length on Ascend, else dynamic) | max_length | dynamic
+    pad_to_multiple_of: int = 16  # dynamic padding rounds the batch length up to this (fewer recompiles)
+    validation_fraction: float = 0.1
+    split_seed: int = 0  # the held-out split depends on this only, so runs with other seeds stay comparable
+    # model shape when training from scratch
+    n_positions: int = 64
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.1
+    # optional pretraining on plain Chinese text (one document per line) before the dialogues
+    pretrain_files: list[str] = field(default_factory=list)
+    pretrain_max_lines: int = 0  # 0 = every line
+    pretrain_steps: int = 300
+    pretrain_learning_rate: float = 1e-3
+    pretrain_block_size: int = 0  # 0 = max_seq_length
+    pretrain_eval_iters: int = 10
+    # scripted chat evaluation on held-out first turns
+    chat_samples: int = 8
+    chat_max_new_tokens: int = 24
+    chat_repetition_penalty: float = 1.2
+    # fine-tuning defaults: a few epochs rather than a fixed step count
+    max_steps: int = -1
+    num_train_epochs: float = 5.0
+    learning_rate: float = 5e-4
+    lr_scheduler_type: str = "linear"
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.01
+    per_device_train_batch_size: int = 16
+    per_device_eval_batch_size: int = 32
+    eval_steps: int = 0
+    logging_steps: int = 10
+    output_dir: str = "runs/gpt2_chitchat_zh"
+
+    def __post_init__(self) -> None:
+        if self.task != "dialogue":
+            raise ValueError(f"task={self.task!r}; this recipe trains task 'dialogue'")
+        if self.long_dialogues not in LONG_DIALOGUES:
+            raise ValueError(f"long_dialogues={self.long_dialogues!r}; expected one of {LONG_DIALOGUES}")
+        if self.padding not in PADDINGS:
+            raise ValueError(f"padding={self.padding!r}; expected one of {PADDINGS}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        for name in ("max_seq_length", "pad_to_multiple_of", "per_device_train_batch_size",
+                     "per_device_eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.max_seq_length < 3:
+            raise ValueError(f"max_seq_length={self.max_seq_length} leaves no room for [CLS] turn [SEP]")
+        if not self.train_files:
+            raise ValueError("train_files is empty: give the chit-chat *.yml files or their directory")
+
+
+ALIASES = {"data_url": "train_files", "train_url": "output_dir", "batch_size": "per_device_train_batch_size",
+           "lr": "learning_rate", "train_file": "train_files", "pretrain_file": "pretrain_files",
+           "model": "model_name_or_path", "init_from": "model_name_or_path"}
+
+
+# ---- data --------------------------------------------------------------------------------------------------------
+@dataclass
+class DialogueData:
+    train: list[np.ndarray]  # encoded conversations (int32 ids, no padding)
+    heldout: list[np.ndarray]
+    heldout_turns: list[list[str]]  # the held-out conversations as text (for the chat evaluation)
+    stats: dict[str, Any]
+
+
+def _yaml_files(paths: Sequence[str]) -> list[str]:
+    files: list[str] = []
+    for spec in paths:
+        path = resolve_path(spec)
+        if os.path.isdir(path):
+            found = sorted(glob.glob(os.path.join(path, "*.yml")) + glob.glob(os.path.join(path, "*.yaml")))
+            if not found:
+                raise FileNotFoundError(f"train_files: no *.yml files in directory {path}")
+            files += found
+        elif os.path.isfile(path):
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"train_files: {spec} not found")
+    return files
+
+
+def read_conversations(paths: Sequence[str]) -> tuple[list[list[str]], int]:
+    """All conversations of chatterbot-style YAML files (`conversations: [[turn, ...], ...]`), in file order.
+
+    Numbers written as turns (YAML reads `- 42` as an int) become text. Conversations with an empty or non-text
+    turn, or with fewer than two turns, are skipped; returns (conversations, number skipped).
+    """
+    import yaml
+
+    conversations: list[list[str]] = []
+    skipped = 0
+    for path in _yaml_files(paths):
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML ({err})") from None
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not UTF-8 text (byte {err.start})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("conversations"), list):
+            raise ValueError(f"{path}: expected a mapping with a 'conversations' list of turn lists")
+        for conv in data["conversations"]:
+            if not isinstance(conv, list):
+                skipped += 1
+                continue
+            turns = [str(t).strip() if isinstance(t, (str, int, float)) and not isinstance(t, bool) else ""
+                     for t in conv]
+            if len(turns) < 2 or not all(turns):
+                skipped += 1
+                continue
+            conversations.append(turns)
+    if not conversations:
+        raise ValueError(f"train_files {list(paths)}: no usable conversation (each needs two or more text turns)")
+    return conversations, skipped
+
+
+def heldout_split(conversations: Sequence[Sequence[str]], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train indices, held-out indices). Conversations sharing a first turn stay on the same side; which first
+    turns are held out depends only on `seed`."""
+    groups: dict[str, list[int]] = {}
+    for i, conv in enumerate(conversations):
+        groups.setdefault(conv[0], []).append(i)
+    keys = sorted(groups)
+    order = np.random.default_rng(seed).permutation(len(keys))
+    target = max(1, int(round(fraction * len(conversations))))
+    heldout: list[int] = []
+    for k in order:
+        if len(heldout) >= target:
+            break
+        heldout += groups[keys[k]]
+    held = set(heldout)
+    train = [i for i in range(len(conversations)) if i not in held]
+    if not train:
+        raise ValueError(f"validation_fraction={fraction} leaves no training conversation")
+    return train, sorted(heldout)
+
+
+def encode_conversation(tokenizer, turns: Sequence[str], max_length: int,
+                        long_dialogues: str) -> tuple[Optional[list[int]], bool]:
+    """(`[CLS] t1 [SEP] t2 [SEP] ...` ids or None when the conversation does not fit, whether turns were cut).
+
+    Too long: `drop` gives None; `truncate` keeps the leading whole turns that fit (at least two: a turn and its
+    reply), else None.
+    """
+    from ..dialogue import encode_dialogue
+
+    ids = encode_dialogue(tokenizer, turns)
+    if len(ids) <= max_length:
+        return ids, False
+    if long_dialogues == "drop":
+        return None, False
+    length, keep = 1, 0  # [CLS]
+    for turn in turns:
+        length += len(tokenizer.encode(turn)) + 1  # the turn and its [SEP]
+        if length > max_length:
+            break
+        keep += 1
+    return (encode_dialogue(tokenizer, turns[:keep]), True) if keep >= 2 else (None, False)
+
+
+def load_dialogue_data(tokenizer, args: DialogueArguments) -> DialogueData:
+    conversations, invalid = read_conversations(args.train_files)
+    train_idx, held_idx = heldout_split(conversations, args.validation_fraction, args.split_seed)
+    stats: dict[str, Any] = {"conversations": len(conversations), "skipped_invalid": invalid, "dropped_too_long": 0,
+                             "truncated": 0}
+
+    def encode(indices: list[int]) -> tuple[list[np.ndarray], list[list[str]]]:
+        out, kept = [], []
+        for i in indices:
+            ids, cut = encode_conversation(tokenizer, conversations[i], args.max_seq_length, args.long_dialogues)
+            if ids is None:
+                stats["dropped_too_long"] += 1
+                continue
+            stats["truncated"] += int(cut)
+            out.append(np.asarray(ids, dtype=np.int32))
+            kept.append(conversations[i])
+        return out, kept
+
+    train, _ = encode(train_idx)
+    heldout, heldout_turns = encode(held_idx)
+    if not train or not heldout:
+        raise ValueError(f"max_seq_length={args.max_seq_length} with long_dialogues={args.long_dialogues!r} leaves "
+                         f"{len(train)} training and {len(heldout)} held-out conversations; raise max_seq_length")
+    stats.update(train=len(train), heldout=len(heldout),
+                 train_tokens=int(sum(len(x) for x in train)), heldout_tokens=int(sum(len(x) for x in heldout)))
+    return DialogueData(train, heldout, heldout_turns, stats)
+
+
+def collate(rows: Sequence[np.ndarray], length: int, pad_id: int) -> dict[str, np.ndarray]:
+    """Right-pad to `length`: attention_mask 1 on real tokens, labels = input_ids with padding at -100."""
+    batch = len(rows)
+    input_ids = np.full((batch, length), pad_id, dtype=np.int32)
+    mask = np.zeros((batch, length), dtype=np.int32)
+    for r, ids in enumerate(rows):
+        input_ids[r, :len(ids)] = ids
+        mask[r, :len(ids)] = 1
+    labels = np.where(mask == 1, input_ids, IGNORE_INDEX).astype(np.int32)
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def batch_length(rows: Sequence[np.ndarray], max_length: int, static: bool, multiple: int) -> int:
+    """max_length for static shapes; else the longest row rounded up to `multiple` (capped at max_length)."""
+    if static:
+        return max_length
+    longest = max(len(r) for r in rows)
+    return min(max_length, int(math.ceil(longest / multiple) * multiple))
+
+
+class DialogueBatches:
+    """Shuffled epochs over the training conversations; a batch may run across an epoch boundary, so every batch is
+    full. Data parallel: each step draws batch_size * world_size conversations and rank r takes its slice. The
+    position (epoch, offset) is the state saved with checkpoints; each epoch's order comes from (seed, epoch)."""
+
+    def __init__(self, rows: list[np.ndarray], batch_size: int, max_length: int, pad_id: int, seed: int,
+                 static: bool, multiple: int, rank: int = 0, world_size: int = 1):
+        if not rows:
+            raise ValueError("DialogueBatches: no training conversation")
+        self.rows, self.batch_size, self.max_length, self.pad_id = rows, batch_size, max_length, pad_id
+        self.seed, self.static, self.multiple = seed, static, multiple
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.offset = 0, 0
+        self._order = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.rows))
+
+    def next_batch(self) -> dict[str, np.ndarray]:
+        picked: list[int] = []
+        need = self.batch_size * self.world_size
+        while len(picked) < need:
+            take = self._order[self.offset:self.offset + need - len(picked)]
+            picked += [int(i) for i in take]
+            self.offset += len(take)
+            if self.offset >= len(self._order):
+                self.epoch, self.offset = self.epoch + 1, 0
+                self._order = self._permutation(self.epoch)
+        mine = [self.rows[i] for i in picked[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]]
+        # all ranks pad to the same length (the longest of the global batch) so their graphs match
+        length = batch_length([self.rows[i] for i in picked], self.max_length, self.static, self.multiple)
+        return collate(mine, length, self.pad_id)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "offset": self.offset}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
+        self._order = self._permutation(self.epoch)
+
+
+def eval_batches(rows: Sequence[np.ndarray], batch_size: int, max_length: int, pad_id: int, static: bool,
+                 multiple: int) -> list[dict[str, np.ndarray]]:
+    """Fixed-order batches of the held-out conversations. The last batch is topped up with rows whose labels are all
+    -100 (they add nothing to the loss), so every eval batch has the same number of rows."""
+    out = []
+    for start in range(0, len(rows), batch_size):
+        chunk = list(rows[start:start + batch_size])
+        length = batch_length(chunk, max_length, static, multiple)
+        batch = collate(chunk, length, pad_id)
+        missing = batch_size - len(chunk)
+        if missing and start:  # a single short batch keeps its size: no other shape to match
+            batch = {k: np.concatenate([v, np.full((missing, length), IGNORE_INDEX if k == "labels" else
+                                                   (1 if k == "attention_mask" else pad_id), np.int32)])
+                     for k, v in batch.items()}
+        out.append(batch)
+    return out
+
+
+# ---- pretraining on plain text -----------------------------------------------------------------------------------
+def text_stream(tokenizer, paths: Sequence[str], max_lines: int = 0, seed: int = 0) -> np.ndarray:
+    """One id stream of `[CLS] line [SEP]` documents (the dialogue framing). The lines of all files are shuffled
+    with `seed` first, so the first `max_lines` and the held-out tail both mix every file."""
+    from ..data.lm import read_text
+
+    lines = [ln.strip() for spec in paths for ln in read_text(resolve_path(spec)).splitlines() if ln.strip()]
+    order = np.random.default_rng(seed).permutation(len(lines))
+    if max_lines:
+        order = order[:max_lines]
+    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+    ids: list[int] = []
+    for i in order:
+        ids.append(cls_id)
+        ids += tokenizer.encode(lines[i])
+        ids.append(sep_id)
+    return np.asarray(ids, dtype=np.int32)
+
+
+def pretrain_text(lm, tokenizer, args: DialogueArguments, device, log=print) -> dict:
+    """Next-token pretraining of `lm` on `args.pretrain_files`; saves it to output_dir/pretrain. On a resumed run a
+    finished pretraining is loaded instead of repeated."""
+    from ..data.lm import RandomWindows, eval_batches as window_batches, split_ids
+    from ..engine.trainer import Trainer
+    from .pretrain import NextTokenLoss
+
+    out_dir = os.path.join(args.output_dir, "pretrain")
+    done = os.path.join(out_dir, "pretrain_results.json")
+    if args.resume_from_checkpoint and os.path.isfile(done):
+        from ..model import GPTLMHeadModel
+
+        trained = GPTLMHeadModel.from_pretrained(out_dir)
+        for p, q in zip(lm.get_parameters(), trained.get_parameters()):
+            p.set_data(q.data)
+        with open(done, encoding="utf-8") as f:
+            return json.load(f)
+    block = args.pretrain_block_size or args.max_seq_length
+    if block > lm.config.n_positions:
+        raise ValueError(f"pretrain_block_size={block} exceeds the model's n_positions={lm.config.n_positions}")
+    t0 = time.perf_counter()
+    ids = text_stream(tokenizer, args.pretrain_files, args.pretrain_max_lines, args.split_seed)
+    train_ids, val_ids = split_ids(ids, 0.95)
+    if len(val_ids) <= block + 1:
+        raise ValueError(f"pretrain_files give {len(ids)} tokens: too few for a held-out part with block {block}")
+    tokenize_seconds = time.perf_counter() - t0
+    pargs = dataclasses.replace(args, output_dir=out_dir, max_steps=args.pretrain_steps, eval_steps=0,
+                                learning_rate=args.pretrain_learning_rate,
+                                resume_from_checkpoint="auto" if args.resume_from_checkpoint else None)
+    source = RandomWindows(train_ids, block, args.per_device_train_batch_size, args.seed, device.rank,
+                           device.world_size)
+
+    def val_batches():
+        return window_batches(val_ids, block, args.per_device_train_batch_size, args.pretrain_eval_iters,
+                              args.seed + 1, args.per_device_train_batch_size)
+
+    trainer = Trainer(NextTokenLoss(lm), pargs, source, {"val": val_batches}, tokenizer=tokenizer,
+                      run_config=asdict(pargs), device=device, export_model=lm)
+    before = trainer.evaluate()["val_loss"]
+    t1 = time.perf_counter()
+    summary = trainer.train()
+    result = {"pretrain_tokens": int(len(ids)), "pretrain_val_loss_before": before,
+              "pretrain_val_loss_after": trainer.evaluate()["val_loss"], "pretrain_steps": summary["step"],
+              "pretrain_seconds": time.perf_counter() - t1, "pretrain_tokenize_seconds": tokenize_seconds,
+              "pretrain_tokens_per_second": summary["tokens_per_second"]}
+    if device.is_main:
+        log(f"pretraining: {len(ids):,} tokens, val loss {before:.3f} -> {result['pretrain_val_loss_after']:.3f} "
+            f"in {summary['step']} steps")
+        lm.set_train(False)
+        lm.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+        with open(done, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+    return result
+
+
+# ---- model -------------------------------------------------------------------------------------------------------
+def build_model(args: DialogueArguments):
+    """(model, tokenizer): a saved model dir, or a new GPT-2 over the BERT vocabulary."""
+    from ..model import GPTLMHeadModel
+    from ..tokenizers import load_tokenizer
+
+    if args.model_name_or_path:
+        path = resolve_path(args.model_name_or_path)
+        tokenizer = load_tokenizer(path)
+        lm = GPTLMHeadModel.from_pretrained(path)
+    else:
+        tokenizer = load_tokenizer(resolve_path(args.tokenizer))
+        config = GPTConfig(model_type="gpt2", vocab_size=len(tokenizer), n_positions=args.n_positions,
+                           n_embd=args.n_embd, n_layer=args.n_layer, n_head=args.n_head, resid_pdrop=args.dropout,
+                           embd_pdrop=args.dropout, attn_pdrop=args.dropout, pad_token_id=tokenizer.pad_token_id,
+                           eos_token_id=tokenizer.sep_token_id,
+                           compute_dtype="float16" if args.fp16 else "bfloat16" if args.bf16 else "float32")
+        lm = GPTLMHeadModel(config)
+    if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
+        raise ValueError(f"the dialogue format needs [CLS] and [SEP]; tokenizer {type(tokenizer).__name__} of "
+                         f"{args.model_name_or_path or args.tokenizer} has none (use a BERT vocabulary)")
+    if len(tokenizer) > lm.config.vocab_size:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
+                         f"{lm.config.vocab_size}")
+    if args.max_seq_length > lm.config.n_positions:
+        raise ValueError(f"max_seq_length={args.max_seq_length} exceeds the model's n_positions="
+                         f"{lm.config.n_positions}")
+    return lm, tokenizer
+
+
+def chat_evaluation(lm, tokenizer, heldout_turns: list[list[str]], args: DialogueArguments) -> dict:
+    """Greedy replies to the first turn of the first `chat_samples` held-out conversations, with reply metrics of
+    the model and of the reference replies."""
+    from ..dialogue import ChatSession, reply_metrics
+
+    session = ChatSession(lm, tokenizer, max_history=1, max_new_tokens=args.chat_max_new_tokens,
+                          repetition_penalty=args.chat_repetition_penalty)
+    samples = []
+    for turns in heldout_turns[:args.chat_samples]:
+        session.reset()
+        samples.append({"user": turns[0], "reference": turns[1], "reply": session.reply(turns[0])})
+    return {"chat_samples": samples,
+            "reply_metrics": reply_metrics([s["reply"] for s in samples]),
+            "reference_reply_metrics": reply_metrics([s["reference"] for s in samples])}
+
+
+# ---- the recipe --------------------------------------------------------------------------------------------------
+def run_dialogue(args: DialogueArguments, log=print) -> dict:
+    """Pretrain (optional), fine-tune, evaluate, chat; writes the model, tokenizer and all_results.json to
+    output_dir and returns the results."""
+    from ..device import setup_device
+    from ..engine.trainer import Trainer
+
+    t_start = time.perf_counter()
+    device = setup_device(args.device_target, args.seed)
+    static = args.padding == "max_length" or (args.padding == "auto" and device.static_shapes)
+    lm, tokenizer = build_model(args)
+    data = load_dialogue_data(tokenizer, args)
+    n_params = sum(int(np.prod(p.shape)) for p in lm.trainable_params())
+    if device.is_main:
+        s = data.stats
+        log(f"dialogues: {s['conversations']} read ({s['skipped_invalid']} skipped as invalid), "
+            f"{s['dropped_too_long']} too long dropped, {s['truncated']} truncated; train {s['train']} / held-out "
+            f"{s['heldout']}; padding {'max_length' if static else 'dynamic'}; model {n_params / 1e6:.2f} M "
+            f"parameters on {device.target}")
+    results: dict[str, Any] = {"data": data.stats, "n_parameters": n_params, "device": device.target,
+                               "padding": "max_length" if static else "dynamic"}
+    if args.pretrain_files:
+        results.update(pretrain_text(lm, tokenizer, args, device, log))
+
+    global_batch = args.per_device_train_batch_size * device.world_size * args.gradient_accumulation_steps
+    steps_per_epoch = max(1, len(data.train) // global_batch)
+    total_steps = args.max_steps if args.max_steps > 0 else int(math.ceil(args.num_train_epochs * steps_per_epoch))
+    source = DialogueBatches(data.train, args.per_device_train_batch_size, args.max_seq_length,
+                             tokenizer.pad_token_id or 0, args.seed, static, args.pad_to_multiple_of, device.rank,
+                             device.world_size)
+    heldout = eval_batches(data.heldout, args.per_device_eval_batch_size, args.max_seq_length,
+                           tokenizer.pad_token_id or 0, static, args.pad_to_multiple_of)
+    trainer = Trainer(lm, args, source, {"heldout": lambda: heldout}, tokenizer=tokenizer, run_config=asdict(args),
+                      total_steps=total_steps, metric_for_best_model="heldout_loss", device=device)
+    before = trainer.evaluate()["heldout_loss"]
+    t_train = time.perf_counter()
+    summary = trainer.train()
+    train_seconds = time.perf_counter() - t_train
+    after = trainer.evaluate()["heldout_loss"]
+    results.update(heldout_loss_before=before, heldout_loss_after=after, heldout_perplexity_after=math.exp(after),
+                   train_steps=summary["step"], train_epochs=summary["step"] * global_batch / len(data.train),
+                   train_seconds=train_seconds, compile_seconds=summary["compile_seconds"],
+                   tokens_per_second=summary["tokens_per_second"], output_dir=args.output_dir)
+    if device.is_main:
+        log(f"held-out dialogue loss {before:.3f} -> {after:.3f} after {summary['step']} steps "
+            f"({train_seconds:.1f} s)")
+        lm.set_train(False)
+        lm.save_pretrained(args.output_dir)
+        tokenizer.save_pretrained(args.output_dir)
+        if args.chat_samples > 0:
+            t_chat = time.perf_counter()
+            results.update(chat_evaluation(lm, tokenizer, data.heldout_turns, args))
+            results["chat_seconds"] = time.perf_counter() - t_chat
+        results["total_seconds"] = time.perf_counter() - t_start
+        path = os.path.join(args.output_dir, "all_results.json")
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1, ensure_ascii=False)
+        os.replace(path + ".tmp", path)
+    return results
+
+
+def train_dialogue(argv: list[str]) -> dict:
+    """Entry point of `python -m ms_gpt.finetune --task dialogue ...`: argv is the whole option list."""
+    args = parse_config(DialogueArguments, argv, ALIASES)
+    return run_dialogue(args)

@@ -120,9 +120,21 @@ def pretrain(args: PretrainArguments, log=print) -> dict:
 
 
 def sample_text(lm: GPTLMHeadModel, tokenizer, args: PretrainArguments) -> str:
+    """Sample `sample_tokens` tokens; beyond the context window the model continues from the last half window
+    (the char-GPT way), each chunk with the KV cache and the same shapes, so it compiles once."""
     from ..generation import generate
 
-    prompt = tokenizer.encode(args.sample_prompt) or [0]
-    out = generate(lm, np.asarray([prompt], dtype=np.int32), max_new_tokens=args.sample_tokens,
-                   do_sample=True, temperature=args.sample_temperature, top_k=args.sample_top_k, seed=args.seed)
-    return tokenizer.decode([int(t) for t in out[0]])
+    ids = tokenizer.encode(args.sample_prompt) or [0]
+    target = len(ids) + args.sample_tokens
+    window = lm.config.n_positions
+    context = max(1, window // 2)
+    chunk = 0
+    while len(ids) < target:
+        prompt = ids[-context:]
+        steps = min(window - len(prompt), target - len(ids))
+        out = generate(lm, np.asarray([prompt], dtype=np.int32), max_new_tokens=steps, do_sample=True,
+                       temperature=args.sample_temperature, top_k=args.sample_top_k, seed=args.seed + chunk,
+                       eos_token_id=[])
+        ids.extend(int(t) for t in out[0, len(prompt):])
+        chunk += 1
+    return tokenizer.decode(ids)

@@ -93,10 +93,10 @@ class TaskFormatter:
     def __init__(self, tokenizer, task: str, max_seq_length: int):
         self.task = check_task(task)
         self.tokenizer = tokenizer
-        ids = tokenizer.convert_tokens_to_ids(list(TASK_TOKENS))
-        if any(i is None for i in ids):
+        vocab = tokenizer.get_vocab()
+        if any(t not in vocab for t in TASK_TOKENS):  # convert_tokens_to_ids would map them to unk
             raise ValueError("the tokenizer lacks the task tokens; call add_task_tokens(tokenizer) first")
-        self.start, self.delimiter, self.classify = ids
+        self.start, self.delimiter, self.classify = (vocab[t] for t in TASK_TOKENS)
         n_special = 3 if task in ("entailment", "similarity", "multiple_choice") else 2
         if max_seq_length < n_special + 2:
             raise ValueError(f"max_seq_length={max_seq_length} is too short for the {task} format "
@@ -211,6 +211,8 @@ def read_records(path: str) -> list[tuple[str, dict]]:
                     for n, line in enumerate(f, start=1) if line.strip()]
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except FileNotFoundError:
+        raise
     except (EOFError, OSError) as err:
         raise ValueError(f"{path}: cannot read the file ({err})") from None
 
@@ -265,9 +267,11 @@ def records_to_examples(records: Iterable[tuple[str, dict]], task: str, path: st
         label = rec[label_column]
         if task == "multiple_choice":
             context = _text(rec, text_columns[0], path, where)
-            choices = [_text(rec, c, path, where) for c in text_columns[1:]]
             if len(text_columns) == 2 and isinstance(rec.get(text_columns[1]), list):  # one column of choices
-                choices = list(rec[text_columns[1]])
+                column = text_columns[1]
+                choices = [_text({column: c}, column, path, where) for c in rec[column]]
+            else:  # one column per choice
+                choices = [_text(rec, c, path, where) for c in text_columns[1:]]
             rows.append((where, (context,), tuple(choices), label))
             continue
         label_text = str(label).strip() if label is not None else ""

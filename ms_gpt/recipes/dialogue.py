@@ -36,6 +36,7 @@ class DialogueArguments(TrainingArguments):
     train_files: list[str] = field(default_factory=lambda: ["data/chinese-chitchat"])  # *.yml files or dirs
     model_name_or_path: Optional[str] = None  # HF / ms_gpt model dir; None = a new small GPT-2 (BERT vocab)
     tokenizer: str = "bert-base-chinese"  # used when training from scratch
+    trim_vocab: bool = False  # from scratch: keep only the BERT tokens the data uses (a much cheaper output layer)
     max_seq_length: int = 64
     long_dialogues: str = "truncate"  # drop | truncate (keep the leading whole turns that fit)
     padding: str = "auto"  # auto (max_length on Ascend, else dynamic) | max_length | dynamic
@@ -43,7 +44,7 @@ class DialogueArguments(TrainingArguments):
     validation_fraction: float = 0.1
     split_seed: int = 0  # the held-out split depends on this only, so runs with other seeds stay comparable
     # model shape when training from scratch
-    n_positions: int = 64
+    n_positions: int = 64  # raised to max_seq_length / pretrain_block_size when smaller
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
@@ -326,9 +327,9 @@ def text_stream(tokenizer, paths: Sequence[str], max_lines: int = 0, seed: int =
     return np.asarray(ids, dtype=np.int32)
 
 
-def pretrain_text(lm, tokenizer, args: DialogueArguments, device, log=print) -> dict:
-    """Next-token pretraining of `lm` on `args.pretrain_files`; saves it to output_dir/pretrain. On a resumed run a
-    finished pretraining is loaded instead of repeated."""
+def pretrain_text(lm, tokenizer, ids: np.ndarray, args: DialogueArguments, device, log=print) -> dict:
+    """Next-token pretraining of `lm` on the id stream `ids` (see `text_stream`); saves it to output_dir/pretrain.
+    On a resumed run a finished pretraining is loaded instead of repeated."""
     from ..data.lm import RandomWindows, eval_batches as window_batches, split_ids
     from ..engine.trainer import Trainer
     from .pretrain import NextTokenLoss
@@ -346,12 +347,9 @@ def pretrain_text(lm, tokenizer, args: DialogueArguments, device, log=print) -> 
     block = args.pretrain_block_size or args.max_seq_length
     if block > lm.config.n_positions:
         raise ValueError(f"pretrain_block_size={block} exceeds the model's n_positions={lm.config.n_positions}")
-    t0 = time.perf_counter()
-    ids = text_stream(tokenizer, args.pretrain_files, args.pretrain_max_lines, args.split_seed)
     train_ids, val_ids = split_ids(ids, 0.95)
     if len(val_ids) <= block + 1:
         raise ValueError(f"pretrain_files give {len(ids)} tokens: too few for a held-out part with block {block}")
-    tokenize_seconds = time.perf_counter() - t0
     pargs = dataclasses.replace(args, output_dir=out_dir, max_steps=args.pretrain_steps, eval_steps=0,
                                 learning_rate=args.pretrain_learning_rate,
                                 resume_from_checkpoint="auto" if args.resume_from_checkpoint else None)
@@ -369,7 +367,7 @@ def pretrain_text(lm, tokenizer, args: DialogueArguments, device, log=print) -> 
     summary = trainer.train()
     result = {"pretrain_tokens": int(len(ids)), "pretrain_val_loss_before": before,
               "pretrain_val_loss_after": trainer.evaluate()["val_loss"], "pretrain_steps": summary["step"],
-              "pretrain_seconds": time.perf_counter() - t1, "pretrain_tokenize_seconds": tokenize_seconds,
+              "pretrain_seconds": time.perf_counter() - t1,
               "pretrain_tokens_per_second": summary["tokens_per_second"]}
     if device.is_main:
         log(f"pretraining: {len(ids):,} tokens, val loss {before:.3f} -> {result['pretrain_val_loss_after']:.3f} "
@@ -383,33 +381,42 @@ def pretrain_text(lm, tokenizer, args: DialogueArguments, device, log=print) -> 
 
 
 # ---- model -------------------------------------------------------------------------------------------------------
-def build_model(args: DialogueArguments):
-    """(model, tokenizer): a saved model dir, or a new GPT-2 over the BERT vocabulary."""
-    from ..model import GPTLMHeadModel
-    from ..tokenizers import load_tokenizer
+def trim_vocabulary(tokenizer, used_ids: np.ndarray):
+    """(a BertTokenizer over the special tokens + `used_ids` in their original order, old id -> new id array).
 
-    if args.model_name_or_path:
-        path = resolve_path(args.model_name_or_path)
-        tokenizer = load_tokenizer(path)
-        lm = GPTLMHeadModel.from_pretrained(path)
-    else:
-        tokenizer = load_tokenizer(resolve_path(args.tokenizer))
-        config = GPTConfig(model_type="gpt2", vocab_size=len(tokenizer), n_positions=args.n_positions,
-                           n_embd=args.n_embd, n_layer=args.n_layer, n_head=args.n_head, resid_pdrop=args.dropout,
-                           embd_pdrop=args.dropout, attn_pdrop=args.dropout, pad_token_id=tokenizer.pad_token_id,
-                           eos_token_id=tokenizer.sep_token_id,
-                           compute_dtype="float16" if args.fp16 else "bfloat16" if args.bf16 else "float32")
-        lm = GPTLMHeadModel(config)
-    if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
-        raise ValueError(f"the dialogue format needs [CLS] and [SEP]; tokenizer {type(tokenizer).__name__} of "
-                         f"{args.model_name_or_path or args.tokenizer} has none (use a BERT vocabulary)")
+    WordPiece picks the longest vocabulary match, so a vocabulary holding every piece of a text's tokenization
+    tokenizes that text exactly as before; a small model then spends far less time on the output layer.
+    """
+    from ..tokenizers import BertTokenizer
+
+    vocab = tokenizer.get_vocab()
+    tokens = sorted(vocab, key=vocab.get)
+    keep = set(int(i) for i in used_ids) | set(tokenizer.all_special_ids)
+    kept = [i for i in range(len(tokens)) if i in keep]
+    mapping = np.full(len(tokens), -1, dtype=np.int32)
+    mapping[kept] = np.arange(len(kept), dtype=np.int32)
+    return BertTokenizer([tokens[i] for i in kept], do_lower_case=tokenizer.do_lower_case), mapping
+
+
+def new_model(args: DialogueArguments, tokenizer):
+    from ..model import GPTLMHeadModel
+
+    n_positions = max(args.n_positions, args.max_seq_length, args.pretrain_block_size)
+    config = GPTConfig(model_type="gpt2", vocab_size=len(tokenizer), n_positions=n_positions, n_embd=args.n_embd,
+                       n_layer=args.n_layer, n_head=args.n_head, resid_pdrop=args.dropout, embd_pdrop=args.dropout,
+                       attn_pdrop=args.dropout, pad_token_id=tokenizer.pad_token_id,
+                       eos_token_id=tokenizer.sep_token_id,
+                       compute_dtype="float16" if args.fp16 else "bfloat16" if args.bf16 else "float32")
+    return GPTLMHeadModel(config)
+
+
+def check_model(lm, tokenizer, args: DialogueArguments) -> None:
     if len(tokenizer) > lm.config.vocab_size:
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
                          f"{lm.config.vocab_size}")
     if args.max_seq_length > lm.config.n_positions:
         raise ValueError(f"max_seq_length={args.max_seq_length} exceeds the model's n_positions="
                          f"{lm.config.n_positions}")
-    return lm, tokenizer
 
 
 def chat_evaluation(lm, tokenizer, heldout_turns: list[list[str]], args: DialogueArguments) -> dict:
@@ -435,31 +442,51 @@ def run_dialogue(args: DialogueArguments, log=print) -> dict:
     from ..device import setup_device
     from ..engine.trainer import Trainer
 
+    from ..model import GPTLMHeadModel
+    from ..tokenizers import load_tokenizer
+
     t_start = time.perf_counter()
     device = setup_device(args.device_target, args.seed)
     static = args.padding == "max_length" or (args.padding == "auto" and device.static_shapes)
-    lm, tokenizer = build_model(args)
+    source_dir = resolve_path(args.model_name_or_path) if args.model_name_or_path else None
+    if source_dir and args.trim_vocab:
+        raise ValueError("trim_vocab applies to a model trained from scratch; a pretrained model keeps its vocabulary")
+    tokenizer = load_tokenizer(source_dir or resolve_path(args.tokenizer))
+    if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None or tokenizer.pad_token_id is None:
+        raise ValueError(f"the dialogue format needs [CLS], [SEP] and [PAD]; the {type(tokenizer).__name__} of "
+                         f"{source_dir or args.tokenizer} lacks one (use a BERT vocabulary)")
     data = load_dialogue_data(tokenizer, args)
+    stream = None
+    if args.pretrain_files:
+        stream = text_stream(tokenizer, args.pretrain_files, args.pretrain_max_lines, args.split_seed)
+    if args.trim_vocab:
+        used = np.unique(np.concatenate(data.train + data.heldout + ([stream] if stream is not None else [])))
+        tokenizer, mapping = trim_vocabulary(tokenizer, used)
+        data.train = [mapping[x] for x in data.train]
+        data.heldout = [mapping[x] for x in data.heldout]
+        stream = mapping[stream] if stream is not None else None
+    lm = GPTLMHeadModel.from_pretrained(source_dir) if source_dir else new_model(args, tokenizer)
+    check_model(lm, tokenizer, args)
     n_params = sum(int(np.prod(p.shape)) for p in lm.trainable_params())
     if device.is_main:
         s = data.stats
         log(f"dialogues: {s['conversations']} read ({s['skipped_invalid']} skipped as invalid), "
             f"{s['dropped_too_long']} too long dropped, {s['truncated']} truncated; train {s['train']} / held-out "
-            f"{s['heldout']}; padding {'max_length' if static else 'dynamic'}; model {n_params / 1e6:.2f} M "
-            f"parameters on {device.target}")
-    results: dict[str, Any] = {"data": data.stats, "n_parameters": n_params, "device": device.target,
-                               "padding": "max_length" if static else "dynamic"}
-    if args.pretrain_files:
-        results.update(pretrain_text(lm, tokenizer, args, device, log))
+            f"{s['heldout']}; padding {'max_length' if static else 'dynamic'}; vocabulary {len(tokenizer)}; "
+            f"model {n_params / 1e6:.2f} M parameters on {device.target}")
+    results: dict[str, Any] = {"data": data.stats, "vocab_size": len(tokenizer), "n_parameters": n_params,
+                               "device": device.target, "padding": "max_length" if static else "dynamic"}
+    if stream is not None:
+        results.update(pretrain_text(lm, tokenizer, stream, args, device, log))
 
     global_batch = args.per_device_train_batch_size * device.world_size * args.gradient_accumulation_steps
     steps_per_epoch = max(1, len(data.train) // global_batch)
     total_steps = args.max_steps if args.max_steps > 0 else int(math.ceil(args.num_train_epochs * steps_per_epoch))
     source = DialogueBatches(data.train, args.per_device_train_batch_size, args.max_seq_length,
-                             tokenizer.pad_token_id or 0, args.seed, static, args.pad_to_multiple_of, device.rank,
+                             tokenizer.pad_token_id, args.seed, static, args.pad_to_multiple_of, device.rank,
                              device.world_size)
     heldout = eval_batches(data.heldout, args.per_device_eval_batch_size, args.max_seq_length,
-                           tokenizer.pad_token_id or 0, static, args.pad_to_multiple_of)
+                           tokenizer.pad_token_id, static, args.pad_to_multiple_of)
     trainer = Trainer(lm, args, source, {"heldout": lambda: heldout}, tokenizer=tokenizer, run_config=asdict(args),
                       total_steps=total_steps, metric_for_best_model="heldout_loss", device=device)
     before = trainer.evaluate()["heldout_loss"]

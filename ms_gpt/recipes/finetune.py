@@ -308,7 +308,7 @@ def _train_with_engine(args, model, tokenizer, encoded: dict[str, Encoded], layo
         results.update(train_loss_first=losses[0], train_loss=losses[-1])
     best = trainer.best_checkpoint() if args.load_best_model_at_end else None
     if best:
-        trainer.load_weights_from(best)
+        load_weights_in_place(model, best)
         results["best_step"] = trainer.best_step
     for name in ("validation", "test"):
         if name in encoded:
@@ -319,6 +319,25 @@ def _train_with_engine(args, model, tokenizer, encoded: dict[str, Encoded], layo
             split, _, metric_name = key.partition("_")
             results[f"{'eval' if split == 'validation' else split}_{metric_name}"] = value
     return results
+
+
+def load_weights_in_place(model, checkpoint: str) -> None:
+    """Copy a checkpoint's model weights into the existing Parameters with ops.assign.
+
+    Not Trainer.load_weights_from: on MindSpore 2.7 (CPU), Parameter.set_data / load_param_into_net after a
+    `mindspore.jit` graph has run leaves that graph reading stale memory (the next compiled evaluation returns NaN
+    losses); an in-place assign keeps the buffers the compiled graphs hold.
+    """
+    import mindspore as ms
+    from mindspore import ops
+
+    from ..engine.trainer import TRAINING_STATE
+
+    state = ms.load_checkpoint(os.path.join(checkpoint, TRAINING_STATE))
+    for param in model.get_parameters():
+        if param.name not in state:
+            raise ValueError(f"{checkpoint}: no weights for '{param.name}'")
+        ops.assign(param, ms.Tensor(state[param.name].asnumpy()))
 
 
 def _train_with_mindnlp(args, model, encoded: dict[str, Encoded], layout: dict, num_labels: int) -> dict:

@@ -9,37 +9,32 @@ if __package__ in (None, ""):  # launched as a file (msrun takes a script path):
 from ms_gpt.cli import run  # noqa: E402
 
 
-def split_task(argv: list) -> tuple:
-    """(task named on the command line or in the --config file, argv without the command-line --task option)."""
+def task_of(argv: list):
+    """The task named on the command line (last wins) or, failing that, in the --config file."""
     import yaml
 
-    task, rest, config = None, [], None
-    i = 0
-    while i < len(argv):
-        key, eq, value = argv[i].partition("=")
-        if key in ("--task", "--config") and not eq and i + 1 < len(argv):
-            value, i = argv[i + 1], i + 1
+    task, config = None, None
+    for i, arg in enumerate(argv):
+        key, eq, value = arg.partition("=")
+        if not eq and i + 1 < len(argv):
+            value = argv[i + 1]
         if key == "--task":
             task = value
-        else:
-            rest.append(argv[i] if eq or key not in ("--config",) else f"--config={value}")
-            if key == "--config":
-                config = value
-        i += 1
+        elif key == "--config":
+            config = value
     if task is None and config and os.path.isfile(config):
         with open(config, encoding="utf-8") as f:
             data = yaml.safe_load(f)
         task = data.get("task") if isinstance(data, dict) else None
-    return task, rest
+    return task
 
 
 def main(argv=None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
-    task, rest = split_task(argv)
-    if task == "dialogue":
+    if task_of(argv) == "dialogue":  # its own options and recipe; it receives the whole option list
         from ms_gpt.recipes.dialogue import train_dialogue
 
-        return train_dialogue(rest)
+        return train_dialogue(argv)
     from ms_gpt.config import parse_config
     from ms_gpt.recipes.finetune import ALIASES, FinetuneArguments, finetune
 

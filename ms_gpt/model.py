@@ -33,15 +33,19 @@ class Conv1D(nn.Cell):
         self.weight = Parameter(initializer(Normal(std), (n_in, n_out), ms.float32), name="weight")
         self.bias = Parameter(initializer("zeros", (n_out,), ms.float32), name="bias")
         self.compute_dtype = compute_dtype
+        # The MatMul / BiasAdd primitives, not ops.matmul and `+`: their gradients are two transpose-flagged MatMuls
+        # and one BiasAddGrad, where ops.matmul's backward adds two Transpose kernels and `+` a ReduceSum (CPU
+        # graphs pay per kernel launched).
+        self.matmul = ops.MatMul()
 
     def construct(self, x):
         lead = x.shape[:-1]
         x2d = x.reshape(-1, x.shape[-1])
         if self.compute_dtype == ms.float32:
-            y = ops.matmul(x2d, self.weight) + self.bias
+            y = ops.bias_add(self.matmul(x2d, self.weight), self.bias)
         else:
-            y = ops.matmul(x2d.astype(self.compute_dtype), self.weight.astype(self.compute_dtype))
-            y = y.astype(ms.float32) + self.bias
+            y = self.matmul(x2d.astype(self.compute_dtype), self.weight.astype(self.compute_dtype))
+            y = ops.bias_add(y.astype(ms.float32), self.bias)
         return y.reshape(lead + (self.n_out,))
 
 
@@ -85,12 +89,15 @@ class Attention(nn.Cell):
         self.resid_dropout = nn.Dropout(p=config.resid_pdrop)
         self.mask_value = float(np.finfo(np.float32).min)  # scores are float32 when masked
         self.matmul_qk = ops.BatchMatMul(transpose_b=True)  # q @ k^T without materialising k^T
+        self.matmul_pv = ops.BatchMatMul()  # the primitive: its gradient needs no Transpose kernels (ops.matmul's does)
 
     def split_heads(self, qkv):
-        """[B, T, 3C] -> q, k, v each [B, H, T, D], with a single transpose (CPU pays per kernel launched)."""
+        """[B, T, 3C] -> q, k, v each [B, H, T, D], with a single transpose and a single Unstack (CPU pays per
+        kernel launched, and three StridedSlice kernels are several times slower than one Unstack there)."""
         batch, seq, _ = qkv.shape
         qkv = qkv.reshape(batch, seq, 3, self.n_head, self.head_dim).transpose(2, 0, 3, 1, 4)
-        return qkv[0], qkv[1], qkv[2]
+        q, k, v = ops.unstack(qkv, 0)
+        return q, k, v
 
     def merge_heads(self, x):
         batch, _, seq, _ = x.shape
@@ -114,7 +121,7 @@ class Attention(nn.Cell):
             scores = self.matmul_qk(q.astype(self.compute_dtype), k.astype(self.compute_dtype)).astype(ms.float32)
         scores = ops.where(mask, scores, self.mask_value)
         probs = self.attn_dropout(ops.softmax(scores, axis=-1))
-        out = ops.matmul(probs.astype(self.compute_dtype), v.astype(self.compute_dtype)).astype(ms.float32)
+        out = self.matmul_pv(probs.astype(self.compute_dtype), v.astype(self.compute_dtype)).astype(ms.float32)
         return self.resid_dropout(self.c_proj(self.merge_heads(out))), (k, v)
 
 

@@ -39,7 +39,7 @@ class DialogueArguments(TrainingArguments):
     trim_vocab: bool = False  # from scratch: keep only the BERT tokens the data uses (a much cheaper output layer)
     max_seq_length: int = 64
     long_dialogues: str = "truncate"  # drop | truncate (keep the leading whole turns that fit)
-    padding: str = "auto"  # auto (max_length on Ascend, else dynamic) | max_length | dynamic
+    padding: str = "auto"  # auto (max_length on Ascend or with gradient accumulation, else dynamic) | ...
     pad_to_multiple_of: int = 16  # dynamic padding rounds the batch length up to this (fewer recompiles)
     validation_fraction: float = 0.1
     split_seed: int = 0  # the held-out split depends on this only, so runs with other seeds stay comparable
@@ -366,7 +366,8 @@ def pretrain_text(lm, tokenizer, ids: np.ndarray, args: DialogueArguments, devic
     t1 = time.perf_counter()
     summary = trainer.train()
     result = {"pretrain_tokens": int(len(ids)), "pretrain_val_loss_before": before,
-              "pretrain_val_loss_after": trainer.evaluate()["val_loss"], "pretrain_steps": summary["step"],
+              "pretrain_val_loss_after": [r["val_loss"] for r in trainer.history if "val_loss" in r][-1],
+              "pretrain_steps": summary["step"],
               "pretrain_seconds": time.perf_counter() - t1,
               "pretrain_tokens_per_second": summary["tokens_per_second"]}
     if device.is_main:
@@ -441,13 +442,17 @@ def run_dialogue(args: DialogueArguments, log=print) -> dict:
     output_dir and returns the results."""
     from ..device import setup_device
     from ..engine.trainer import Trainer
-
     from ..model import GPTLMHeadModel
     from ..tokenizers import load_tokenizer
 
     t_start = time.perf_counter()
     device = setup_device(args.device_target, args.seed)
-    static = args.padding == "max_length" or (args.padding == "auto" and device.static_shapes)
+    # gradient accumulation stacks micro-batches, which therefore need one shape
+    static = args.padding == "max_length" or (args.padding == "auto" and (device.static_shapes or
+                                                                          args.gradient_accumulation_steps > 1))
+    if args.padding == "dynamic" and args.gradient_accumulation_steps > 1:
+        raise ValueError("padding=dynamic cannot be combined with gradient_accumulation_steps > 1 (micro-batches "
+                         "must share a shape); use padding=max_length or auto")
     source_dir = resolve_path(args.model_name_or_path) if args.model_name_or_path else None
     if source_dir and args.trim_vocab:
         raise ValueError("trim_vocab applies to a model trained from scratch; a pretrained model keeps its vocabulary")
@@ -493,7 +498,7 @@ def run_dialogue(args: DialogueArguments, log=print) -> dict:
     t_train = time.perf_counter()
     summary = trainer.train()
     train_seconds = time.perf_counter() - t_train
-    after = trainer.evaluate()["heldout_loss"]
+    after = [r["heldout_loss"] for r in trainer.history if "heldout_loss" in r][-1]  # the trainer's final eval
     results.update(heldout_loss_before=before, heldout_loss_after=after, heldout_perplexity_after=math.exp(after),
                    train_steps=summary["step"], train_epochs=summary["step"] * global_batch / len(data.train),
                    train_seconds=train_seconds, compile_seconds=summary["compile_seconds"],

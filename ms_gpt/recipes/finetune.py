@@ -188,7 +188,11 @@ def build_model(args: FinetuneArguments, num_labels: int, texts: list[str]):
         try:
             tokenizer = load_tokenizer(_checkpoint_directory(path))
         except (FileNotFoundError, ValueError):  # a bare checkpoint: fall back to the named tokenizer
-            tokenizer = load_tokenizer(args.tokenizer)
+            tokenizer = load_tokenizer(resolve_path(args.tokenizer))
+            if tokenizer.vocab_size > model.config.vocab_size:
+                raise ValueError(f"{args.model_name_or_path} has no tokenizer files and tokenizer={args.tokenizer!r} "
+                                 f"has {tokenizer.vocab_size} ids for a model of vocab_size "
+                                 f"{model.config.vocab_size}; set tokenizer to the model's tokenizer directory")
         if model.config.n_positions < args.max_seq_length:
             raise ValueError(f"max_seq_length={args.max_seq_length} exceeds the model's "
                              f"n_positions={model.config.n_positions}")

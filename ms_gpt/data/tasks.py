@@ -243,7 +243,7 @@ def records_to_examples(records: Iterable[tuple[str, dict]], task: str, path: st
                         label_names: Optional[list[str]] = None, drop_labels: Sequence[str] = ()) -> TaskData:
     """Build Examples. Labels become indices into `label_names`; when None (the training file) the names are the
     sorted distinct labels found. BIG-bench records (`input` + `target_scores`) are recognised by their columns:
-    entailment parses "Premise: ... Hypothesis: ..." out of `input`; multiple choice takes the scored choices."""
+    entailment (and similarity) parse "Premise: ... Hypothesis: ..." out of `input`; multiple choice takes the scored choices."""
     check_task(task)
     drop = {str(d) for d in drop_labels}
     rows: list[tuple[str, tuple[str, ...], tuple[str, ...], Any]] = []
@@ -254,7 +254,7 @@ def records_to_examples(records: Iterable[tuple[str, dict]], task: str, path: st
             if task == "multiple_choice":
                 rows.append((where, (source,), tuple(names), best))
                 continue
-            if task == "entailment":
+            if task in ("entailment", "similarity"):  # a sentence pair
                 match = _PREMISE_HYPOTHESIS.match(source)
                 if not match or not match["premise"] or not match["hypothesis"]:
                     raise ValueError(f"{path}: {where}, column 'input': expected 'Premise: ... Hypothesis: ...'")

@@ -65,7 +65,7 @@ def test_similarity_format_on_premise_hypothesis_pairs(tmp_path):
                  max_seq_length=128, max_steps=60, learning_rate=2e-3)
     results = finetune(args)
     curve = losses(args.output_dir)
-    assert np.mean(curve[-2:]) < curve[0] - 0.03
+    assert np.mean(curve[-2:]) < np.log(2) - 0.02  # below the loss of a uniform guess
     assert results["eval_accuracy"] > 0.55, results
     assert results["train_compilations"] == 1
 

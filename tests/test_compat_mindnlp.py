@@ -153,3 +153,17 @@ def test_load_dataset_refuses_options_mindnlp_would_drop(tmp_path):
     csv_path.write_text("a;b\n1;2\n", encoding="utf-8")
     with pytest.raises(ValueError, match="delimiter"):
         load_dataset("csv", data_files=str(csv_path), split="train", delimiter=";")
+
+
+def test_ms_gpt_models_still_run_after_importing_mindnlp():
+    # mindnlp renames MindSpore's dtype strings, which ops.arange parses; the compat import restores them
+    import mindspore as ms
+    import numpy as np
+
+    from ms_gpt import GPTLMHeadModel, preset
+    from ms_gpt.compat.mindnlp import import_mindnlp
+
+    import_mindnlp()
+    assert str(ms.int32) == "Int32"
+    model = GPTLMHeadModel(preset("tiny"))
+    assert model(np.ones((1, 5), np.int32)).shape == (1, 5, 1000)

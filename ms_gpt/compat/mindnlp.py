@@ -177,6 +177,25 @@ def _fix_eval_loss_repeat() -> None:
     trainer_base.Trainer.prediction_step = prediction_step
 
 
+def _import_keeping_dtype_names() -> ModuleType:
+    """mindnlp/patch.py replaces `__str__` of MindSpore's Int and Float dtype classes ("Int64" -> "mindspore.int64").
+    MindSpore 2.7's own `ops.arange` (and other ops) parse those names, so every later ms_gpt forward fails with
+    "'>' not supported ... NoneType". Keep MindSpore's names: restore the methods right after the import."""
+    import mindspore.common.dtype as ms_dtype
+
+    classes = (ms_dtype.Int, ms_dtype.Float)
+    saved = {cls: cls.__dict__.get("__str__") for cls in classes}
+    try:
+        return importlib.import_module("mindnlp")
+    finally:
+        for cls, method in saved.items():
+            if method is None:
+                if "__str__" in cls.__dict__:
+                    delattr(cls, "__str__")
+            else:
+                cls.__str__ = method
+
+
 def import_mindnlp() -> ModuleType:
     """Import mindnlp 0.4.x with the MindSpore 2.7 fixes applied (first call only) and return the module.
 
@@ -187,7 +206,7 @@ def import_mindnlp() -> ModuleType:
     if _MINDNLP is None:
         _check_installed_stack()
         _bind_stub_tensor_module()
-        mindnlp = importlib.import_module("mindnlp")
+        mindnlp = _import_keeping_dtype_names()
         _fix_empty()
         _fix_parameter_grad()
         _fix_eval_loss_repeat()

@@ -392,10 +392,7 @@ class Trainer:
         self.train_source.load_state_dict(state["data_state"])
 
     def plot_losses(self) -> Optional[str]:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # no pyplot: leaves a notebook's inline backend alone
 
         train = [(r["step"], r["loss"]) for r in self.history if "loss" in r]
         evals = {}
@@ -405,7 +402,8 @@ class Trainer:
                     evals.setdefault(key, []).append((r["step"], value))
         if not train and not evals:
             return None
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig = Figure(figsize=(7, 4))
+        ax = fig.subplots()
         if train:
             ax.plot(*zip(*train), label="train (logged)", alpha=0.6)
         for key, points in evals.items():
@@ -417,7 +415,6 @@ class Trainer:
         path = os.path.join(self.args.output_dir, "loss.png")
         fig.tight_layout()
         fig.savefig(path + ".tmp.png", dpi=100)
-        plt.close(fig)
         os.replace(path + ".tmp.png", path)
         return path
 

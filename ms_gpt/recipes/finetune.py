@@ -375,7 +375,7 @@ def _train_with_mindnlp(args, model, encoded: dict[str, Encoded], layout: dict, 
         max_grad_norm=args.max_grad_norm, lr_scheduler_type=args.lr_scheduler_type, warmup_steps=args.warmup_steps,
         warmup_ratio=args.warmup_ratio, logging_steps=args.logging_steps, evaluation_strategy=evaluate,
         eval_steps=args.eval_steps if evaluate == "steps" else None, save_strategy="no", seed=args.seed,
-        disable_tqdm=args.disable_tqdm, label_names=[labels_key], dataloader_drop_last=True)
+        disable_tqdm=args.disable_tqdm, label_names=[labels_key])
     trainer = Trainer(model=as_mindnlp_model(model), args=margs, train_dataset=dataset(encoded["train"]),
                       eval_dataset=dataset(encoded["validation"]) if "validation" in encoded else None,
                       compute_metrics=compute_metrics)
@@ -391,7 +391,7 @@ def _train_with_mindnlp(args, model, encoded: dict[str, Encoded], layout: dict, 
         if name in encoded:
             metrics = trainer.evaluate(eval_dataset=dataset(encoded[name]), metric_key_prefix=prefix)
             results.update({k: float(v) for k, v in metrics.items()
-                            if k.split("_", 1)[1] in ("loss", "accuracy", "f1")})
+                            if k.partition("_")[2] in ("loss", "accuracy", "f1")})
     return results
 
 

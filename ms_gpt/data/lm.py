@@ -78,15 +78,15 @@ def eval_batches(ids: np.ndarray, block_size: int, batch_size: int, iters: int, 
         yield {"input_ids": w[:, :-1], "labels": w[:, 1:]}
 
 
-def fetch_corpus(url: str, cache_dir: str) -> str:
+def fetch_corpus(url: str, cache_dir: str, progressbar: bool = True) -> str:
     """Download a corpus by URL (when online) into cache_dir with the `download` package; return the local path."""
     from download import download
 
     os.makedirs(cache_dir, exist_ok=True)
-    target = os.path.join(cache_dir, os.path.basename(url.split("?")[0]) or "corpus.txt")
+    target = os.path.join(cache_dir, os.path.basename(url.split("?")[0]) or "download")
     if not os.path.exists(target):
         try:
-            download(url, target, replace=False, progressbar=True)
+            download(url, target, replace=False, progressbar=progressbar)
         except Exception as err:  # network errors come in many types; report one clear message
             raise RuntimeError(f"could not download {url}: {err}. Pass a local file instead (offline?)") from None
     return target

@@ -321,16 +321,9 @@ def _label_sort_key(name: str):
 # ---- IMDB archive ----------------------------------------------------------------------------------------------
 def fetch(url: str, cache_dir: str) -> str:
     """Download `url` into cache_dir once (the `download` package); return the local path."""
-    from download import download
+    from .lm import fetch_corpus
 
-    os.makedirs(cache_dir, exist_ok=True)
-    target = os.path.join(cache_dir, os.path.basename(url.split("?")[0]) or "download")
-    if not os.path.exists(target):
-        try:
-            download(url, target, replace=False, progressbar=False)
-        except Exception as err:  # network errors come in many types; report one clear message
-            raise RuntimeError(f"could not download {url}: {err}. Pass a local file instead (offline?)") from None
-    return target
+    return fetch_corpus(url, cache_dir, progressbar=False)
 
 
 def read_imdb_archive(path: str, split: str) -> list[tuple[str, dict]]:

@@ -1,6 +1,7 @@
 """Device and context setup: the one function every entry point calls first."""
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -40,8 +41,22 @@ def _detect_target() -> str:
     return target if target in ("CPU", "GPU", "Ascend") else "CPU"
 
 
+@contextlib.contextmanager
+def graph_mode():
+    """Run the enclosed Cell calls as compiled graphs (GRAPH_MODE), then return to the previous mode."""
+    previous = ms.get_context("mode")
+    if previous == ms.GRAPH_MODE:
+        yield
+        return
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        yield
+    finally:
+        ms.set_context(mode=previous)
+
+
 def setup_device(device_target: str = "auto", seed: int | None = None) -> DeviceInfo:
-    """Select the device, use PyNative + `mindspore.jit` compiled steps, and join data parallel under msrun.
+    """Select the device, use PyNative (compiled steps switch to graph mode, see `graph_mode`), and join data parallel under msrun.
 
     Idempotent: a second call returns the first result (MindSpore's communication can be initialised once).
     """

@@ -2,7 +2,7 @@
 
 One `Trainer` drives any GPT cell that returns a loss (or a tuple whose first element is the loss). The train step —
 forward, backward, gradient accumulation, loss scaling, clipping, the data-parallel gradient mean and the AdamW update
-— is ONE compiled graph (`mindspore.jit`); the learning rate comes from a table indexed in-graph. The host reads the
+— is ONE compiled graph (a Cell run in GRAPH_MODE); the learning rate comes from a table indexed in-graph. The host reads the
 loss only every `logging_steps` steps, so nothing syncs per step. Checkpoints are written to a temporary directory
 and renamed into place; a resumed run restores model, optimizer moments, step, schedule position and data position.
 """
@@ -22,7 +22,7 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from ..config import TrainingArguments
-from ..device import DeviceInfo, setup_device
+from ..device import DeviceInfo, graph_mode, setup_device
 from .optim import AdamW, lr_schedule
 
 # Every batch is a dict over these keys (a subset); the compiled step takes them in this order, None where absent.
@@ -39,10 +39,109 @@ class BatchSource(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-def count_compilations(name: str) -> int:
-    """How many graphs MindSpore has compiled for functions whose name contains `name` (for compile-count tests)."""
-    from mindspore.common import api
-    return sum(1 for phase in api.ms_compile_cache if name in phase)
+def _pick(x, i):
+    return None if x is None else x[i]
+
+
+class TrainStep(nn.Cell):
+    """forward + backward (+ in-graph gradient accumulation over the leading micro-batch axis) + fp16 loss scaling
+    with overflow skip + data-parallel gradient mean + global-norm clipping + the AdamW update: one graph."""
+
+    def __init__(self, model: nn.Cell, optimizer: AdamW, accum: int, max_norm: float, reducer=None,
+                 loss_scale=None, good_steps=None):
+        super().__init__(auto_prefix=False)  # parameter names stay the model's (HF keys) and the optimizer's
+        self.model = model
+        self.optimizer = optimizer
+        self.weights = optimizer.params
+        self.accum = accum
+        self.max_norm = max_norm
+        self.reducer = reducer
+        self.use_scaling = loss_scale is not None
+        self.loss_scale = loss_scale
+        self.good_steps = good_steps
+        self.hyper_map = ops.HyperMap()
+
+    def forward(self, input_ids, attention_mask, token_type_ids, position_ids, labels, mc_token_ids, mc_labels):
+        if mc_labels is None:
+            out = self.model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                             position_ids=position_ids, labels=labels)
+        else:
+            out = self.model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                             position_ids=position_ids, labels=labels, mc_token_ids=mc_token_ids, mc_labels=mc_labels)
+        loss = _first(out)
+        if self.use_scaling:
+            loss = loss * self.loss_scale
+        return loss
+
+    def construct(self, input_ids, attention_mask, token_type_ids, position_ids, labels, mc_token_ids, mc_labels):
+        grad_fn = ms.value_and_grad(self.forward, None, self.weights)
+        loss, grads = grad_fn(_pick(input_ids, 0), _pick(attention_mask, 0), _pick(token_type_ids, 0),
+                              _pick(position_ids, 0), _pick(labels, 0), _pick(mc_token_ids, 0), _pick(mc_labels, 0))
+        for i in range(1, self.accum):
+            loss_i, grads_i = grad_fn(_pick(input_ids, i), _pick(attention_mask, i), _pick(token_type_ids, i),
+                                      _pick(position_ids, i), _pick(labels, i), _pick(mc_token_ids, i),
+                                      _pick(mc_labels, i))
+            loss = loss + loss_i
+            grads = self.hyper_map(ops.add, grads, grads_i)
+        scale = 1.0 / self.accum
+        if self.use_scaling:
+            scale = scale / self.loss_scale
+        if self.accum > 1 or self.use_scaling:
+            grads = self.hyper_map(ops.partial(ops.mul, scale), grads)
+            loss = loss * scale
+        if self.reducer is not None:
+            grads = self.reducer(grads)
+        if self.use_scaling:
+            finite = ops.stack([ops.isfinite(g).all() for g in grads]).all()
+            if finite:
+                if self.max_norm > 0:
+                    grads = ops.clip_by_global_norm(grads, self.max_norm)
+                self.optimizer(grads)
+                ops.assign_add(self.good_steps, 1)
+                if self.good_steps >= 1000:  # grow the scale after a run of finite steps, as torch's GradScaler
+                    ops.assign(self.loss_scale, self.loss_scale * 2.0)
+                    ops.assign(self.good_steps, 0)
+            else:
+                ops.assign(self.loss_scale, ops.maximum(self.loss_scale * 0.5, 1.0))
+                ops.assign(self.good_steps, 0)
+            return loss
+        if self.max_norm > 0:
+            grads = ops.clip_by_global_norm(grads, self.max_norm)
+        return ops.depend(loss, self.optimizer(grads))
+
+
+class EvalStep(nn.Cell):
+    """The model's forward (loss first) for evaluation batches, as one graph."""
+
+    def __init__(self, model: nn.Cell):
+        super().__init__(auto_prefix=False)
+        self.model = model
+
+    def construct(self, input_ids, attention_mask, token_type_ids, position_ids, labels, mc_token_ids, mc_labels):
+        if mc_labels is None:
+            return self.model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                              position_ids=position_ids, labels=labels)
+        return self.model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                          position_ids=position_ids, labels=labels, mc_token_ids=mc_token_ids, mc_labels=mc_labels)
+
+
+def compiled(cell: nn.Cell, jit: bool = True, jit_level: str = "auto", target: str = "CPU") -> Callable:
+    """Run `cell` as a compiled graph: each call switches MindSpore to GRAPH_MODE and back, so the rest of the
+    program stays in PyNative. (On MindSpore 2.7 CPU a graph-mode Cell ran the seed's step in ~45 ms, the same graph
+    through `mindspore.jit` inside PyNative in ~108 ms: the PyNative executor launches the graph's kernels through
+    its own queue.) jit=False runs the cell op by op in PyNative (debugging, and the benchmark's baseline)."""
+    if not jit:
+        return cell
+    level = jit_level if jit_level != "auto" else ("O1" if target == "CPU" else "O0")
+    if level not in ("O0", "O1", "O2"):
+        raise ValueError(f"jit_level={jit_level!r}; expected auto, O0, O1 or O2")
+    cell.set_jit_config(ms.JitConfig(jit_level=level))
+
+    def run(*inputs):
+        with graph_mode():
+            return cell(*inputs)
+    run.cell = cell
+    return run
 
 
 def _to_tensor(x: Optional[np.ndarray]) -> Optional[Tensor]:
@@ -101,88 +200,26 @@ class Trainer:
 
     # ---- compiled steps ---------------------------------------------------------------------------------------------
     def _build_train_step(self):
-        model, optimizer, params = self.model, self.optimizer, self.params
         args = self.args
-        accum = args.gradient_accumulation_steps
-        max_norm = float(args.max_grad_norm)
         reducer = None
         if self.device.world_size > 1:
-            reducer = nn.DistributedGradReducer(optimizer.params, mean=True, degree=self.device.world_size)
-        use_scaling = args.fp16
-        if use_scaling:
+            reducer = nn.DistributedGradReducer(self.optimizer.params, mean=True, degree=self.device.world_size)
+        if args.fp16:
             self.loss_scale = ms.Parameter(Tensor(2.0 ** 16, ms.float32), name="loss_scale", requires_grad=False)
             self.good_steps = ms.Parameter(Tensor(0, ms.int32), name="loss_scale_good_steps", requires_grad=False)
-        loss_scale = self.loss_scale if use_scaling else None
-        good_steps = self.good_steps if use_scaling else None
-        hyper_map = ops.HyperMap()
-
-        def forward(input_ids, attention_mask, token_type_ids, position_ids, labels, mc_token_ids, mc_labels):
-            if mc_labels is None:
-                out = model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                            position_ids=position_ids, labels=labels)
-            else:
-                out = model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                            position_ids=position_ids, labels=labels, mc_token_ids=mc_token_ids,
-                            mc_labels=mc_labels)
-            loss = _first(out)
-            if use_scaling:
-                loss = loss * loss_scale
-            return loss
-
-        grad_fn = ms.value_and_grad(forward, None, optimizer.params)
-
-        def pick(x, i):
-            return None if x is None else x[i]
-
-        def train_step(input_ids, attention_mask, token_type_ids, position_ids, labels, mc_token_ids, mc_labels):
-            # inputs carry a leading micro-batch axis of size `accum` (gradient accumulation, unrolled in-graph)
-            loss, grads = grad_fn(pick(input_ids, 0), pick(attention_mask, 0), pick(token_type_ids, 0),
-                                  pick(position_ids, 0), pick(labels, 0), pick(mc_token_ids, 0), pick(mc_labels, 0))
-            for i in range(1, accum):
-                loss_i, grads_i = grad_fn(pick(input_ids, i), pick(attention_mask, i), pick(token_type_ids, i),
-                                          pick(position_ids, i), pick(labels, i), pick(mc_token_ids, i),
-                                          pick(mc_labels, i))
-                loss = loss + loss_i
-                grads = hyper_map(ops.add, grads, grads_i)
-            scale = 1.0 / accum
-            if use_scaling:
-                scale = scale / loss_scale
-            grads = hyper_map(ops.partial(ops.mul, scale), grads)
-            loss = loss * scale if use_scaling else loss / accum
-            if reducer is not None:
-                grads = reducer(grads)
-            if use_scaling:
-                finite = ops.stack([ops.isfinite(g).all() for g in grads]).all()
-                if finite:
-                    if max_norm > 0:
-                        grads = ops.clip_by_global_norm(grads, max_norm)
-                    optimizer(grads)
-                    ops.assign_add(good_steps, 1)
-                    if good_steps >= 1000:  # grow the scale after a run of finite steps, as torch's GradScaler
-                        ops.assign(loss_scale, loss_scale * 2.0)
-                        ops.assign(good_steps, 0)
-                else:
-                    ops.assign(loss_scale, ops.maximum(loss_scale * 0.5, 1.0))
-                    ops.assign(good_steps, 0)
-                return loss
-            if max_norm > 0:
-                grads = ops.clip_by_global_norm(grads, max_norm)
-            loss = ops.depend(loss, optimizer(grads))
-            return loss
-
-        return ms.jit(train_step) if args.jit else train_step
+        self.train_cell = TrainStep(self.model, self.optimizer, args.gradient_accumulation_steps,
+                                    float(args.max_grad_norm), reducer, self.loss_scale if args.fp16 else None,
+                                    self.good_steps if args.fp16 else None)
+        return compiled(self.train_cell, args.jit, args.jit_level, self.device.target)
 
     def _build_eval_step(self):
-        model = self.model
+        self.eval_cell = EvalStep(self.model)
+        return compiled(self.eval_cell, self.args.jit, self.args.jit_level, self.device.target)
 
-        def eval_step(input_ids, attention_mask, token_type_ids, position_ids, labels, mc_token_ids, mc_labels):
-            if mc_labels is None:
-                return model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                             position_ids=position_ids, labels=labels)
-            return model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                         position_ids=position_ids, labels=labels, mc_token_ids=mc_token_ids, mc_labels=mc_labels)
-
-        return ms.jit(eval_step) if self.args.jit else eval_step
+    @property
+    def train_compilations(self) -> int:
+        """How many graphs the train step has compiled so far (1 for a run of fixed-length batches)."""
+        return len(self.train_cell.compile_cache)
 
     # ---- data -------------------------------------------------------------------------------------------------------
     def _next_stacked(self) -> tuple[list[Optional[Tensor]], int]:

@@ -270,7 +270,7 @@ def finetune(args: FinetuneArguments, log=print) -> dict:
 
 def _train_with_engine(args, model, tokenizer, encoded: dict[str, Encoded], layout: dict, num_labels: int,
                        device) -> dict:
-    from ..engine.trainer import Trainer, count_compilations
+    from ..engine.trainer import Trainer
 
     source = EpochBatches(encoded["train"], args.per_device_train_batch_size, layout["policy"],
                           layout["max_length"], layout["pad_id"], args.seed, layout["multiple_choice"],
@@ -298,14 +298,13 @@ def _train_with_engine(args, model, tokenizer, encoded: dict[str, Encoded], layo
     trainer = Trainer(model, engine_args, source, eval_sets, tokenizer=tokenizer, run_config=asdict(args),
                       total_steps=total, compute_metrics=compute_metrics, device=device,
                       metric_for_best_model=f"validation_{metric}", greater_is_better=metric != "loss")
-    compiles_before = count_compilations("train_step")
     start = time.perf_counter()
     summary = trainer.train()
     runtime = time.perf_counter() - start
     results = {"train_runtime": runtime, "train_steps": summary["step"],
                "train_steps_per_second": summary["step"] / runtime,
                "train_compile_seconds": summary["compile_seconds"],
-               "train_compilations": count_compilations("train_step") - compiles_before,
+               "train_compilations": trainer.train_compilations,
                "epochs": summary["step"] / steps_per_epoch}
     losses = [r["loss"] for r in trainer.history if "loss" in r]
     if losses:

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import yaml
+
 MODEL_TYPES = ("gpt2", "openai-gpt")
 ACTIVATIONS = ("gelu_new", "gelu", "relu", "gelu_pytorch_tanh")
 COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
@@ -19,6 +21,21 @@ _HF_ALIASES = {
     "num_hidden_layers": "n_layer",
     "num_attention_heads": "n_head",
 }
+
+
+def read_mapping(path: str) -> dict:
+    """A config file's top-level mapping: JSON (`.json`) or YAML (anything else); errors name the file."""
+    is_json = path.endswith(".json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f) if is_json else (yaml.safe_load(f) or {})
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file not found: {path}") from None
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: not valid {'JSON' if is_json else 'YAML'} ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of option: value")
+    return data
 
 
 @dataclass
@@ -109,16 +126,7 @@ class GPTConfig:
 
     @classmethod
     def from_json_file(cls, path: str) -> "GPTConfig":
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"config file not found: {path}") from None
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object")
-        return cls.from_dict(data, source=path)
+        return cls.from_dict(read_mapping(path), source=path)
 
     def to_dict(self) -> dict[str, Any]:
         """HF-compatible dict (what transformers' GPT2Config / OpenAIGPTConfig read)."""
@@ -249,8 +257,6 @@ def parse_config(cls, argv: Optional[list[str]] = None, aliases: Optional[dict[s
     """
     import sys
 
-    import yaml
-
     argv = list(sys.argv[1:] if argv is None else argv)
     aliases = dict(aliases or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -285,16 +291,7 @@ def parse_config(cls, argv: Optional[list[str]] = None, aliases: Optional[dict[s
             overrides.append((key, value))
         i += 1
     if config_path:
-        try:
-            with open(config_path, encoding="utf-8") as f:
-                data = yaml.safe_load(f) or {}
-        except FileNotFoundError:
-            raise FileNotFoundError(f"config file not found: {config_path}") from None
-        except yaml.YAMLError as err:
-            raise ValueError(f"{config_path}: not valid YAML ({err})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{config_path}: expected a mapping of option: value")
-        for key, value in data.items():
+        for key, value in read_mapping(config_path).items():
             put(str(key), value, config_path)
     for key, value in overrides:
         put(key, value, "command line")

@@ -49,14 +49,16 @@ def test_classification_rotten_tomatoes_max_length_compiles_once(tmp_path):
 
 
 def test_entailment_epistemic_reasoning_bucket_compiles_at_most_once_per_bucket(tmp_path):
-    args = small(tmp_path, task="entailment", train_file=EPISTEMIC, padding="bucket", max_seq_length=128,
-                 max_steps=100, learning_rate=2e-3)
+    # the label is decided by the head of each text ("A knows/thinks that B ... that S"): 40 tokens keep it
+    args = small(tmp_path, task="entailment", train_file=EPISTEMIC, padding="bucket", max_seq_length=40,
+                 n_layer=2, n_head=4, n_embd=64, dropout=0.1, max_steps=500, learning_rate=1e-3, eval_steps=250,
+                 save_steps=250)
     results = finetune(args)
     curve = losses(args.output_dir)
-    assert np.mean(curve[-3:]) < curve[0] - 0.03
-    # above chance; a model this small trained from scratch does not beat the majority class (0.63) on this task
-    assert results["eval_accuracy"] > 0.55, results
-    assert 1 <= results["train_compilations"] <= len(bucket_lengths(128))
+    assert np.mean(curve[-3:]) < curve[0] - 0.1
+    majority = 0.63  # non-entailment share of the 2,000 pairs
+    assert results["eval_accuracy"] > majority + 0.05, results
+    assert 1 <= results["train_compilations"] <= len(bucket_lengths(40))
 
 
 def test_similarity_format_on_premise_hypothesis_pairs(tmp_path):

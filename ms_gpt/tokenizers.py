@@ -609,6 +609,26 @@ class GPT2Tokenizer(_BPETokenizer):
     def from_pretrained(cls, name_or_path: PathLike = "gpt2") -> "GPT2Tokenizer":
         return super().from_pretrained(name_or_path)
 
+    def truncated(self, num_merges: int) -> "GPT2Tokenizer":
+        """The same byte-level BPE cut to its first `num_merges` merges: vocabulary = the 256 byte symbols + one
+        token per kept merge (same ids as here) + ``<|endoftext|>``. BPE learns merges in order, so every kept merge
+        joins symbols that exist; words whose merges were cut are spelled with shorter pieces. A small model then
+        pays for a few thousand output rows instead of 50,257 (`tokenizer: gpt2:4096` in the recipes)."""
+        if not 0 < num_merges <= len(self._merges):
+            raise ValueError(f"num_merges={num_merges}: expected 1..{len(self._merges)}")
+        if len(self) > len(self._vocab):
+            raise ValueError("truncate the BPE before adding tokens to it")
+        byte_ids = sorted(i for t, i in self._vocab.items() if i < 256)
+        for i, (a, b) in enumerate(self._merges[:num_merges]):
+            if self._vocab.get(a + b) != 256 + i or byte_ids != list(range(256)):
+                raise ValueError("this vocabulary is not laid out as 256 byte symbols followed by one token per "
+                                 f"merge (merge {i} {a!r} {b!r}); it cannot be truncated by merge count")
+        size = 256 + num_merges
+        vocab = {t: i for t, i in self._vocab.items() if i < size}
+        if self.ENDOFTEXT in self._vocab:
+            vocab[self.ENDOFTEXT] = size
+        return GPT2Tokenizer(vocab, list(self._merges[:num_merges]))
+
     @classmethod
     def _from_files(cls, directory: Path, config: Dict[str, Any]) -> "GPT2Tokenizer":
         vocab, merges = cls._read_bpe_files(directory)
@@ -748,13 +768,22 @@ _LOOKED_FOR = (
 
 
 def load_tokenizer(path_or_name: PathLike) -> BaseTokenizer:
-    """Load a tokenizer from a directory (or a file inside it) or a bundled name such as ``"gpt2"``.
+    """Load a tokenizer from a directory (or a file inside it) or a bundled name such as ``"gpt2"``;
+    ``"gpt2:N"`` is the GPT-2 BPE cut to its first N merges (see :meth:`GPT2Tokenizer.truncated`).
 
     The class comes from ``tokenizer_config.json`` when it names one, otherwise from the files present:
     ``char_vocab.json`` -> :class:`CharTokenizer`; ``vocab.json`` + ``merges.txt`` ->
     :class:`OpenAIGPTTokenizer` if the vocabulary uses the ``</w>`` end-of-word convention, else
     :class:`GPT2Tokenizer`; ``vocab.txt`` -> :class:`BertTokenizer`.
     """
+    name, _, merges = str(path_or_name).partition(":")
+    if merges and name in BUNDLED_TOKENIZERS and not Path(str(path_or_name)).exists():
+        if not merges.isdigit():
+            raise ValueError(f"tokenizer {str(path_or_name)!r}: expected {name}:<number of merges>")
+        tokenizer = _load(name, None)
+        if not isinstance(tokenizer, GPT2Tokenizer):
+            raise ValueError(f"tokenizer {str(path_or_name)!r}: only a GPT-2 BPE can be truncated")
+        return tokenizer.truncated(int(merges))
     return _load(path_or_name, None)
 
 

@@ -363,3 +363,23 @@ def test_bad_files_raise_value_errors(tmp_path):
     (saved / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
     with pytest.raises(ValueError, match="next free id is 2"):
         load_tokenizer(saved)
+
+
+def test_gpt2_bpe_truncated_to_its_first_merges(tmp_path):
+    from ms_gpt.tokenizers import load_tokenizer
+
+    full, cut = load_tokenizer("gpt2"), load_tokenizer("gpt2:1000")
+    assert len(cut) == 256 + 1000 + 1 and cut.eos_token_id == 1256 and cut.eos_token == "<|endoftext|>"
+    text = "A breathtaking, heartfelt film; the dullest sequel of 2024."
+    ids = cut.encode(text)
+    assert cut.decode(ids) == text and max(ids) < 1256
+    # tokens that survive keep GPT-2's ids; the others are spelled with shorter pieces of the same bytes
+    kept = [i for i in full.encode(text) if i < 1256]
+    assert kept and all(i in ids for i in kept) and len(ids) > len(full.encode(text))
+    cut.save_pretrained(tmp_path)
+    again = load_tokenizer(tmp_path)
+    assert len(again) == len(cut) and again.encode(text) == ids
+    with pytest.raises(ValueError, match="num_merges"):
+        full.truncated(0)
+    with pytest.raises(ValueError, match="gpt2:<number of merges>"):
+        load_tokenizer("gpt2:many")

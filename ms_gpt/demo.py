@@ -74,7 +74,9 @@ def main(argv=None) -> dict:
     tuned = finetune(finetune_args("finetune", [f"--model_name_or_path={pretrain_dir}"]))
     t2 = time.perf_counter()
     print("[3/3] the same fine-tune from scratch")
-    scratch = finetune(finetune_args("scratch", [f"--tokenizer={pretrain_dir}"]))
+    # the baseline gets the pretrained model's exact shape and vocabulary, only not its weights
+    shape = [f"--{k}={getattr(pre_args, k)}" for k in ("model_type", "n_layer", "n_head", "n_embd")]
+    scratch = finetune(finetune_args("scratch", [f"--tokenizer={pretrain_dir}", *shape]))
     t3 = time.perf_counter()
     summary = {"pretrained_test_accuracy": tuned["test_accuracy"], "scratch_test_accuracy": scratch["test_accuracy"],
                "pretrained_eval_accuracy": tuned["eval_accuracy"], "scratch_eval_accuracy": scratch["eval_accuracy"],

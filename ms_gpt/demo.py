@@ -5,7 +5,7 @@
 2. Supervised fine-tuning of that model on fresh vs rotten — configs/paradigm_finetune.yaml.
 3. The same fine-tune from a random initialisation — configs/paradigm_scratch.yaml.
 Prints both held-out (test split) accuracies. `--output_dir DIR` moves every run under DIR (default runs/paradigm);
-`--write-corpus-only` just writes the pretraining corpus.
+`--write-corpus-only` just writes the pretraining corpus; `--smoke` shrinks every step to seconds (the tests).
 """
 import os
 import sys
@@ -44,18 +44,27 @@ def main(argv=None) -> dict:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     corpus_only = "--write-corpus-only" in argv
-    argv = [a for a in argv if a != "--write-corpus-only"]
+    smoke = "--smoke" in argv  # seconds-long sizes, for the test suite
+    argv = [a for a in argv if a not in ("--write-corpus-only", "--smoke")]
     root = "runs/paradigm"
-    for i, arg in enumerate(argv):
-        if arg.startswith("--output_dir"):
-            root = arg.partition("=")[2] or argv[i + 1]
+    if argv and argv[0].startswith("--output_dir="):
+        root = argv.pop(0).partition("=")[2]
+    elif argv[:1] == ["--output_dir"] and len(argv) > 1:
+        root = argv[1]
+        argv = argv[2:]
+    if argv:
+        raise ValueError(f"unknown arguments {argv}; usage: python -m ms_gpt.demo [--output_dir DIR] "
+                         "[--write-corpus-only] [--smoke]")
     corpus = os.path.join(root, "corpus.txt")
     pretrain_dir = os.path.join(root, "pretrain")
     common = ["--disable_tqdm=true"]
+    pre_sizes = ["--max_steps=20", "--eval_steps=0", "--sample_tokens=5"] if smoke else []
+    tune_sizes = ["--max_train_samples=64", "--max_eval_samples=64", "--num_train_epochs=1"] if smoke else []
 
     def finetune_args(name: str, extra: list) -> FinetuneArguments:
         return parse_config(FinetuneArguments, ["--config", resolve_path(CONFIGS[name]),
-                                                f"--output_dir={os.path.join(root, name)}", *common, *extra])
+                                                f"--output_dir={os.path.join(root, name)}", *common, *tune_sizes,
+                                                *extra])
 
     t0 = time.perf_counter()
     stats = write_review_corpus(finetune_args("finetune", [f"--model_name_or_path={pretrain_dir}"]), corpus)
@@ -64,7 +73,8 @@ def main(argv=None) -> dict:
     if corpus_only:
         return stats
     pre_args = parse_config(PretrainArguments, ["--config", resolve_path(CONFIGS["pretrain"]),
-                                                f"--train_file={corpus}", f"--output_dir={pretrain_dir}", *common])
+                                                f"--train_file={corpus}", f"--output_dir={pretrain_dir}", *common,
+                                                *pre_sizes])
     pre = pretrain(pre_args)
     t1 = time.perf_counter()
     first, last = pre.get("first_eval") or {}, pre.get("last_eval") or {}

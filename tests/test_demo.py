@@ -1,0 +1,26 @@
+"""`make demo` (python -m ms_gpt.demo) end to end at smoke size: corpus, pretraining, both fine-tunes, the summary."""
+import json
+import os
+
+import pytest
+
+from ms_gpt.demo import main
+
+
+def test_demo_runs_the_paradigm_at_smoke_size(tmp_path, capsys):
+    summary = main([f"--output_dir={tmp_path}", "--smoke"])
+    out = capsys.readouterr().out
+    assert "pretrained + fine-tuned" in out and "fine-tuned from scratch" in out
+    for key in ("pretrained_test_accuracy", "scratch_test_accuracy"):
+        assert 0.0 <= summary[key] <= 1.0
+    # the pretraining corpus leaves out the fine-tuning validation/test reviews
+    corpus = (tmp_path / "corpus.txt").read_text(encoding="utf-8").splitlines()
+    assert len(corpus) > 1000
+    # both fine-tunes use the pretrained vocabulary and shape; only the pretrained one starts from its weights
+    with open(os.path.join(tmp_path, "finetune", "config.json"), encoding="utf-8") as f:
+        tuned = json.load(f)
+    with open(os.path.join(tmp_path, "scratch", "config.json"), encoding="utf-8") as f:
+        scratch = json.load(f)
+    assert tuned["vocab_size"] == scratch["vocab_size"] and tuned["n_layer"] == scratch["n_layer"]
+    with pytest.raises(ValueError, match="unknown arguments"):
+        main(["--max_steps=3"])

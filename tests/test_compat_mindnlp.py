@@ -167,3 +167,15 @@ def test_ms_gpt_models_still_run_after_importing_mindnlp():
     assert str(ms.int32) == "Int32"
     model = GPTLMHeadModel(preset("tiny"))
     assert model(np.ones((1, 5), np.int32)).shape == (1, 5, 1000)
+
+
+def test_load_dataset_reads_empty_text_cells_as_empty_strings(tmp_path):
+    # datasets reads an empty cell as None, which mindspore's GeneratorDataset cannot convert: without the fix the
+    # iteration fails on the row (a pipeline filter would come too late)
+    csv_path = tmp_path / "reviews.csv"
+    csv_path.write_text("category,text\nfresh,great film\nplot,\nrotten,dull\n", encoding="utf-8")
+    dataset = load_dataset("csv", data_files=str(csv_path), split="train", cache_dir=str(tmp_path / "cache"))
+    rows = list(dataset.create_dict_iterator(output_numpy=True))
+    assert [str(r["text"]) for r in rows] == ["great film", "", "dull"]
+    kept = dataset.filter(lambda category: str(category) != "plot", input_columns=["category"])
+    assert [str(r["category"]) for r in kept.create_dict_iterator(output_numpy=True)] == ["fresh", "rotten"]

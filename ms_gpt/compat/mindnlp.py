@@ -177,6 +177,43 @@ def _fix_eval_loss_repeat() -> None:
     trainer_base.Trainer.prediction_step = prediction_step
 
 
+def _fix_missing_strings() -> None:
+    # Breaks: iterating the dataset that mindnlp 0.4.1's load_dataset returns for a csv/json file with an empty text
+    # cell (e.g. the 14 empty "plot" rows of data/sentiment-rt) -> RuntimeError "Data type of 1th item of the input
+    # ... is expected to be int or float or str, but got object". `datasets` reads an empty string cell as None and
+    # mindnlp hands each row to mindspore's GeneratorDataset unchanged, which cannot convert None; a `.filter` in the
+    # pipeline comes too late (the row is converted before any operation sees it). Missing values of string columns
+    # become "" (what the csv module reads for an empty cell); columns of other types are left alone.
+    from mindnlp.dataset import load as mindnlp_load
+
+    if getattr(mindnlp_load.TransferDataset.__getitem__, _COMPAT_MARK, False):
+        return
+
+    def string_columns(source) -> set:
+        features = getattr(source.ds, "features", None) or {}
+        return {name for name, feature in features.items()
+                if getattr(feature, "dtype", None) in ("string", "large_string")}
+
+    def fill(row: tuple, names, strings: set) -> tuple:
+        return tuple("" if value is None and name in strings else value for name, value in zip(names, row))
+
+    original_getitem = mindnlp_load.TransferDataset.__getitem__
+    original_iter = mindnlp_load.TransferIterableDataset.__iter__
+
+    def getitem(self, index):
+        return fill(original_getitem(self, index), self.column_names, string_columns(self))
+
+    def iterate(self):
+        strings = string_columns(self)
+        for row in original_iter(self):
+            yield fill(row, self.column_names, strings)
+
+    for method in (getitem, iterate):
+        setattr(method, _COMPAT_MARK, True)
+    mindnlp_load.TransferDataset.__getitem__ = getitem
+    mindnlp_load.TransferIterableDataset.__iter__ = iterate
+
+
 def _import_keeping_dtype_names() -> ModuleType:
     """mindnlp/patch.py replaces `__str__` of MindSpore's Int and Float dtype classes ("Int64" -> "mindspore.int64").
     MindSpore 2.7's own `ops.arange` (and other ops) parse those names, so every later ms_gpt forward fails with
@@ -210,6 +247,7 @@ def import_mindnlp() -> ModuleType:
         _fix_empty()
         _fix_parameter_grad()
         _fix_eval_loss_repeat()
+        _fix_missing_strings()
         _MINDNLP = mindnlp
     return _MINDNLP
 
@@ -309,7 +347,8 @@ def load_dataset(path: str, *, data_files: DataFiles | None = None, split: str |
 
     `path` is a `datasets` builder name ("csv", "json", "text", "parquet") used with `data_files`, or a local
     directory of data files. Returns a `mindspore.dataset.GeneratorDataset` (columns = file columns; strings come
-    out as numpy str arrays) when `split` is given or there is a single split, else a dict split -> dataset.
+    out as numpy str arrays, an empty text cell as "") when `split` is given or there is a single split, else a dict
+    split -> dataset.
     Other keyword arguments must be named parameters of mindnlp's load_dataset (name, data_dir, features,
     keep_in_memory, streaming, num_proc, ...): it silently drops builder options such as csv's `delimiter`, so those
     are refused here rather than ignored.

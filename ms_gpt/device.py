@@ -58,18 +58,19 @@ def graph_mode():
 def setup_device(device_target: str = "auto", seed: int | None = None) -> DeviceInfo:
     """Select the device, use PyNative (compiled steps switch to graph mode, see `graph_mode`), and join data parallel under msrun.
 
-    Idempotent: a second call returns the first result (MindSpore's communication can be initialised once).
+    Idempotent: a second call returns the first result (MindSpore's communication can be initialised once), but
+    `seed` is applied on every call, so each run in one process (a notebook, the demo) starts from its own seed.
     """
     if device_target not in DEVICES:
         raise ValueError(f"device_target={device_target!r}; expected one of {DEVICES}")
+    if seed is not None:
+        ms.set_seed(seed)
     if "info" in _STATE:
         return _STATE["info"]
     target = _detect_target() if device_target == "auto" else device_target
     if ms.get_context("device_target") != target:  # set_device may only run before the first kernel
         ms.set_device(target)
     ms.set_context(mode=ms.PYNATIVE_MODE)
-    if seed is not None:
-        ms.set_seed(seed)
     rank, world = 0, 1
     if int(os.environ.get("MS_WORKER_NUM", os.environ.get("RANK_SIZE", "1"))) > 1:
         from mindspore.communication import get_group_size, get_rank, init

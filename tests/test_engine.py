@@ -226,3 +226,14 @@ def test_next_token_loss_is_mean_cross_entropy_with_its_gradient():
         return ms.ops.cross_entropy(out.reshape(-1, 20), y.reshape(-1))
     ref = ms.grad(reference, grad_position=None, weights=params)(Tensor(ids), Tensor(labels))
     np.testing.assert_allclose(fused[0].asnumpy(), ref[0].asnumpy(), atol=1e-6)
+
+
+def test_setup_device_applies_each_runs_seed():
+    from ms_gpt.device import setup_device
+
+    setup_device("CPU", 11)
+    first = GPTLMHeadModel(GPTConfig(**TINY)).transformer.wte.weight.asnumpy()
+    setup_device("CPU", 12)
+    assert ms.get_seed() == 12
+    setup_device("CPU", 11)  # a second run in the same process starts from its own seed again
+    np.testing.assert_array_equal(GPTLMHeadModel(GPTConfig(**TINY)).transformer.wte.weight.asnumpy(), first)

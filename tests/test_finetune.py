@@ -51,8 +51,8 @@ def test_classification_rotten_tomatoes_max_length_compiles_once(tmp_path):
 def test_entailment_epistemic_reasoning_bucket_compiles_at_most_once_per_bucket(tmp_path):
     # the label is decided by the head of each text ("A knows/thinks that B ... that S"): 40 tokens keep it
     args = small(tmp_path, task="entailment", train_file=EPISTEMIC, padding="bucket", max_seq_length=40,
-                 n_layer=2, n_head=4, n_embd=64, dropout=0.1, max_steps=500, learning_rate=1e-3, eval_steps=250,
-                 save_steps=250)
+                 n_layer=2, n_head=4, n_embd=64, dropout=0.1, max_steps=500, learning_rate=1e-3, eval_steps=100,
+                 save_steps=100)
     results = finetune(args)
     curve = losses(args.output_dir)
     assert np.mean(curve[-3:]) < curve[0] - 0.1

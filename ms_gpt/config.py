@@ -206,7 +206,7 @@ class TrainingArguments:
     bf16: bool = False  # bfloat16 matmuls (Ascend)
     device_target: str = "auto"  # auto | CPU | GPU | Ascend
     jit: bool = True  # compile the train/eval steps (graph mode); False = PyNative, for debugging
-    jit_level: str = "auto"  # MindSpore graph optimisation level O0 | O1; auto = O1 on CPU, O0 on Ascend/GPU
+    jit_level: str = "auto"  # MindSpore graph optimisation level O0 | O1 | O2; auto = O1 on CPU, O0 on Ascend/GPU
     disable_tqdm: bool = False
 
 

@@ -20,13 +20,21 @@ from ms_gpt.paths import resolve_path  # noqa: E402
 CONFIGS = {name: os.path.join("configs", f"paradigm_{name}.yaml") for name in ("pretrain", "finetune", "scratch")}
 
 
+def held_out_texts(finetune_args) -> set:
+    """Every validation and test text of the fine-tuning split (max_eval_samples does not shrink this set)."""
+    from dataclasses import replace
+
+    from ms_gpt.recipes.finetune import load_task_data
+
+    splits = load_task_data(replace(finetune_args, max_eval_samples=None))
+    return {ex.texts[0] for name in ("validation", "test") if name in splits for ex in splits[name].examples}
+
+
 def write_review_corpus(finetune_args, path: str) -> dict:
     """All review texts (plot rows too) except the fine-tuning validation/test examples, one per line."""
     from ms_gpt.data.tasks import read_records
-    from ms_gpt.recipes.finetune import load_task_data
 
-    splits = load_task_data(finetune_args)
-    held_out = {ex.texts[0] for name in ("validation", "test") if name in splits for ex in splits[name].examples}
+    held_out = held_out_texts(finetune_args)
     source = resolve_path(finetune_args.train_file)
     texts = [rec[finetune_args.text_column] for _, rec in read_records(source)]
     kept = [" ".join(t.split()) for t in texts if t.strip() and t not in held_out]

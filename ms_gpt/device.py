@@ -56,7 +56,8 @@ def graph_mode():
 
 
 def setup_device(device_target: str = "auto", seed: int | None = None) -> DeviceInfo:
-    """Select the device, use PyNative (compiled steps switch to graph mode, see `graph_mode`), and join data parallel under msrun.
+    """Select the device, use PyNative (compiled steps switch to graph mode: `graph_mode`), join data parallel
+    under msrun.
 
     Idempotent: a second call returns the first result (MindSpore's communication can be initialised once), but
     `seed` is applied on every call, so each run in one process (a notebook, the demo) starts from its own seed.

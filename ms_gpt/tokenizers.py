@@ -618,11 +618,13 @@ class GPT2Tokenizer(_BPETokenizer):
             raise ValueError(f"num_merges={num_merges}: expected 1..{len(self._merges)}")
         if len(self) > len(self._vocab):
             raise ValueError("truncate the BPE before adding tokens to it")
-        byte_ids = sorted(i for t, i in self._vocab.items() if i < 256)
+        layout = "256 byte symbols followed by one token per merge"
+        if sorted(i for i in self._vocab.values() if i < 256) != list(range(256)):
+            raise ValueError(f"this vocabulary is not laid out as {layout}; it cannot be truncated by merge count")
         for i, (a, b) in enumerate(self._merges[:num_merges]):
-            if self._vocab.get(a + b) != 256 + i or byte_ids != list(range(256)):
-                raise ValueError("this vocabulary is not laid out as 256 byte symbols followed by one token per "
-                                 f"merge (merge {i} {a!r} {b!r}); it cannot be truncated by merge count")
+            if self._vocab.get(a + b) != 256 + i:
+                raise ValueError(f"this vocabulary is not laid out as {layout} (merge {i} {a!r} {b!r}); it cannot "
+                                 "be truncated by merge count")
         size = 256 + num_merges
         vocab = {t: i for t, i in self._vocab.items() if i < size}
         if self.ENDOFTEXT in self._vocab:

@@ -4,7 +4,10 @@ import os
 
 import pytest
 
-from ms_gpt.demo import main
+from ms_gpt.config import parse_config
+from ms_gpt.demo import CONFIGS, held_out_texts, main
+from ms_gpt.paths import resolve_path
+from ms_gpt.recipes.finetune import FinetuneArguments
 
 
 def test_demo_runs_the_paradigm_at_smoke_size(tmp_path, capsys):
@@ -13,9 +16,12 @@ def test_demo_runs_the_paradigm_at_smoke_size(tmp_path, capsys):
     assert "pretrained + fine-tuned" in out and "fine-tuned from scratch" in out
     for key in ("pretrained_test_accuracy", "scratch_test_accuracy"):
         assert 0.0 <= summary[key] <= 1.0
-    # the pretraining corpus leaves out the fine-tuning validation/test reviews
-    corpus = (tmp_path / "corpus.txt").read_text(encoding="utf-8").splitlines()
-    assert len(corpus) > 1000
+    # the pretraining corpus leaves out every fine-tuning validation/test review (not only the smoke-size subset)
+    corpus = set((tmp_path / "corpus.txt").read_text(encoding="utf-8").splitlines())
+    args = parse_config(FinetuneArguments, ["--config", resolve_path(CONFIGS["finetune"]), "--max_eval_samples=64"])
+    held_out = {" ".join(t.split()) for t in held_out_texts(args)}
+    assert len(corpus) > 1000 and len(held_out) > 1000
+    assert not corpus & held_out
     # both fine-tunes use the pretrained vocabulary and shape; only the pretrained one starts from its weights
     with open(os.path.join(tmp_path, "finetune", "config.json"), encoding="utf-8") as f:
         tuned = json.load(f)

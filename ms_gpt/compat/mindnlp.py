@@ -190,9 +190,13 @@ def _fix_missing_strings() -> None:
         return
 
     def string_columns(source) -> set:
-        features = getattr(source.ds, "features", None) or {}
-        return {name for name, feature in features.items()
-                if getattr(feature, "dtype", None) in ("string", "large_string")}
+        cached = getattr(source, "_ms_gpt_string_columns", None)  # __getitem__ runs per row: look once
+        if cached is None:
+            features = getattr(source.ds, "features", None) or {}
+            cached = {name for name, feature in features.items()
+                      if getattr(feature, "dtype", None) in ("string", "large_string")}
+            source._ms_gpt_string_columns = cached
+        return cached
 
     def fill(row: tuple, names, strings: set) -> tuple:
         return tuple("" if value is None and name in strings else value for name, value in zip(names, row))

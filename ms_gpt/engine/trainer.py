@@ -43,6 +43,15 @@ def _pick(x, i):
     return None if x is None else x[i]
 
 
+def _call_model(model, input_ids, attention_mask, token_type_ids, position_ids, labels, mc_token_ids, mc_labels):
+    """The model on one batch in SLOTS order; the multiple-choice inputs only go to heads that take them."""
+    if mc_labels is None:
+        return model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                     position_ids=position_ids, labels=labels)
+    return model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
+                 labels=labels, mc_token_ids=mc_token_ids, mc_labels=mc_labels)
+
+
 class TrainStep(nn.Cell):
     """forward + backward (+ in-graph gradient accumulation over the leading micro-batch axis) + fp16 loss scaling
     with overflow skip + data-parallel gradient mean + global-norm clipping + the AdamW update: one graph."""
@@ -62,13 +71,8 @@ class TrainStep(nn.Cell):
         self.hyper_map = ops.HyperMap()
 
     def forward(self, input_ids, attention_mask, token_type_ids, position_ids, labels, mc_token_ids, mc_labels):
-        if mc_labels is None:
-            out = self.model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                             position_ids=position_ids, labels=labels)
-        else:
-            out = self.model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                             position_ids=position_ids, labels=labels, mc_token_ids=mc_token_ids, mc_labels=mc_labels)
-        loss = _first(out)
+        loss = _first(_call_model(self.model, input_ids, attention_mask, token_type_ids, position_ids, labels,
+                                  mc_token_ids, mc_labels))
         if self.use_scaling:
             loss = loss * self.loss_scale
         return loss
@@ -118,11 +122,8 @@ class EvalStep(nn.Cell):
         self.model = model
 
     def construct(self, input_ids, attention_mask, token_type_ids, position_ids, labels, mc_token_ids, mc_labels):
-        if mc_labels is None:
-            return self.model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                              position_ids=position_ids, labels=labels)
-        return self.model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                          position_ids=position_ids, labels=labels, mc_token_ids=mc_token_ids, mc_labels=mc_labels)
+        return _call_model(self.model, input_ids, attention_mask, token_type_ids, position_ids, labels, mc_token_ids,
+                           mc_labels)
 
 
 def compiled(cell: nn.Cell, jit: bool = True, jit_level: str = "auto", target: str = "CPU") -> Callable:

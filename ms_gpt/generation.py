@@ -22,7 +22,9 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import mindspore as ms
-from mindspore import Tensor, ops
+from mindspore import Tensor, nn, ops
+
+from .device import compiled
 
 PROMPT_BUCKET = 16  # prompts are left-padded to a multiple of this (fewer distinct prefill shapes)
 CACHE_BUCKET = 64  # cache slots are a multiple of this, capped at n_positions
@@ -34,64 +36,78 @@ def _round_up(value: int, multiple: int) -> int:
 
 
 # ---- compiled steps ---------------------------------------------------------------------------------------------
-class _CompiledSteps:
-    """The jitted prefill / decode / full-forward functions of one model, with their compile counts.
+class _Prefill(nn.Cell):
+    """Prompt [B, P] -> (logits of the last position [B, V], k/v caches [B, H, L, D] with P slots filled)."""
 
-    A `mindspore.jit` function compiles once per input signature (shapes and dtypes) and keeps the graph, so holding
-    these function objects across generate() calls is what makes a repeated call compile nothing. The body of a
-    jitted function runs as Python only while it is being traced, so `_traced` counts compilations exactly.
+    def __init__(self, model):
+        super().__init__(auto_prefix=False)  # the model's parameter names stay its own (HF keys)
+        self.model = model
+
+    def construct(self, input_ids, position_ids, cache_mask):
+        prompt_len = input_ids.shape[1]
+        hidden, presents = self.model.transformer(input_ids, cache_mask[:, :prompt_len], None, position_ids, None,
+                                                  None, True)
+        logits = self.model.logits(hidden[:, -1:, :])
+        slots = cache_mask.shape[1]
+        caches = ()
+        for k, v in presents:
+            if slots > prompt_len:
+                tail = ops.zeros((k.shape[0], k.shape[1], slots - prompt_len, k.shape[3]), k.dtype)
+                k = ops.concat((k, tail), axis=2)
+                v = ops.concat((v, tail), axis=2)
+            caches = caches + (k, v)
+        return logits.reshape(logits.shape[0], -1), caches
+
+
+class _Decode(nn.Cell):
+    """One new token [B, 1] written at slot `cache_position` -> (logits [B, V], updated caches).
+
+    The caches travel as flat positional tensors: a nested tuple argument would be keyed by its values and
+    recompile every step (measured on MindSpore 2.7).
     """
 
     def __init__(self, model):
-        self.counts = {"prefill": 0, "decode": 0, "forward": 0}
+        super().__init__(auto_prefix=False)
+        self.model = model
+
+    def construct(self, token, position_ids, cache_mask, cache_position, *caches):
+        past = tuple((caches[2 * i], caches[2 * i + 1]) for i in range(len(caches) // 2))
+        logits, presents = self.model(token, cache_mask, None, position_ids, None, past, cache_position, True)
+        flat = ()
+        for k, v in presents:
+            flat = flat + (k, v)
+        return logits.reshape(logits.shape[0], -1), flat
+
+
+class _Forward(nn.Cell):
+    """No cache: the whole (right-padded) window again -> logits at slot `last_index` [B, V]."""
+
+    def __init__(self, model):
+        super().__init__(auto_prefix=False)
+        self.model = model
+
+    def construct(self, input_ids, attention_mask, position_ids, last_index):
+        hidden = self.model.transformer(input_ids, attention_mask, None, position_ids)
+        logits = self.model.logits(ops.gather(hidden, last_index, 1))
+        return logits.reshape(logits.shape[0], -1)
+
+
+class _CompiledSteps:
+    """The prefill / decode / full-forward graphs of one model.
+
+    Each step is a Cell run in GRAPH_MODE (`device.compiled`, as the training engine's steps): MindSpore compiles
+    it once per input signature (shapes and dtypes) and keeps the graph, so holding these Cells across generate()
+    calls is what makes a repeated call compile nothing; `counts` reads each Cell's graph cache.
+    """
+
+    def __init__(self, model):
         self.param_ids = _param_ids(model)
-        transformer = model.transformer
-        counts = self.counts
+        self.cells = {"prefill": _Prefill(model), "decode": _Decode(model), "forward": _Forward(model)}
+        self.prefill, self.decode, self.forward = (compiled(self.cells[k]) for k in ("prefill", "decode", "forward"))
 
-        def _traced(name):
-            counts[name] += 1
-
-        def prefill(input_ids, position_ids, cache_mask):
-            """Prompt [B, P] -> (logits of the last position [B, V], k/v caches [B, H, L, D] with P slots filled)."""
-            _traced("prefill")
-            prompt_len = input_ids.shape[1]
-            hidden, presents = transformer(input_ids, cache_mask[:, :prompt_len], None, position_ids, None, None,
-                                           True)
-            logits = model.logits(hidden[:, -1:, :])
-            slots = cache_mask.shape[1]
-            caches = ()
-            for k, v in presents:
-                if slots > prompt_len:
-                    tail = ops.zeros((k.shape[0], k.shape[1], slots - prompt_len, k.shape[3]), k.dtype)
-                    k = ops.concat((k, tail), axis=2)
-                    v = ops.concat((v, tail), axis=2)
-                caches = caches + (k, v)
-            return logits.reshape(logits.shape[0], -1), caches
-
-        def decode(token, position_ids, cache_mask, cache_position, *caches):
-            """One new token [B, 1] written at slot `cache_position` -> (logits [B, V], updated caches).
-
-            The caches travel as flat positional tensors: MindSpore keys a nested tuple argument by its values and
-            would recompile every step (measured on 2.7).
-            """
-            _traced("decode")
-            past = tuple((caches[2 * i], caches[2 * i + 1]) for i in range(len(caches) // 2))
-            logits, presents = model(token, cache_mask, None, position_ids, None, past, cache_position, True)
-            flat = ()
-            for k, v in presents:
-                flat = flat + (k, v)
-            return logits.reshape(logits.shape[0], -1), flat
-
-        def forward(input_ids, attention_mask, position_ids, last_index):
-            """No cache: the whole (right-padded) window again -> logits at slot `last_index` [B, V]."""
-            _traced("forward")
-            hidden = transformer(input_ids, attention_mask, None, position_ids)
-            logits = model.logits(ops.gather(hidden, last_index, 1))
-            return logits.reshape(logits.shape[0], -1)
-
-        self.prefill = ms.jit(prefill)
-        self.decode = ms.jit(decode)
-        self.forward = ms.jit(forward)
+    @property
+    def counts(self) -> dict:
+        return {name: len(cell.compile_cache) for name, cell in self.cells.items()}
 
 
 def _param_ids(model) -> tuple:

@@ -22,7 +22,7 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from ..config import TrainingArguments
-from ..device import DeviceInfo, graph_mode, setup_device
+from ..device import DeviceInfo, compiled, setup_device
 from .optim import AdamW, lr_schedule
 
 # Every batch is a dict over these keys (a subset); the compiled step takes them in this order, None where absent.
@@ -124,25 +124,6 @@ class EvalStep(nn.Cell):
     def construct(self, input_ids, attention_mask, token_type_ids, position_ids, labels, mc_token_ids, mc_labels):
         return _call_model(self.model, input_ids, attention_mask, token_type_ids, position_ids, labels, mc_token_ids,
                            mc_labels)
-
-
-def compiled(cell: nn.Cell, jit: bool = True, jit_level: str = "auto", target: str = "CPU") -> Callable:
-    """Run `cell` as a compiled graph: each call switches MindSpore to GRAPH_MODE and back, so the rest of the
-    program stays in PyNative. (On MindSpore 2.7 CPU a graph-mode Cell ran the seed's step in ~45 ms, the same graph
-    through `mindspore.jit` inside PyNative in ~108 ms: the PyNative executor launches the graph's kernels through
-    its own queue.) jit=False runs the cell op by op in PyNative (debugging, and the benchmark's baseline)."""
-    if not jit:
-        return cell
-    level = jit_level if jit_level != "auto" else ("O1" if target == "CPU" else "O0")
-    if level not in ("O0", "O1", "O2"):
-        raise ValueError(f"jit_level={jit_level!r}; expected auto, O0, O1 or O2")
-    cell.set_jit_config(ms.JitConfig(jit_level=level))
-
-    def run(*inputs):
-        with graph_mode():
-            return cell(*inputs)
-    run.cell = cell
-    return run
 
 
 def _to_tensor(x: Optional[np.ndarray]) -> Optional[Tensor]:

@@ -2,6 +2,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from ms_gpt.config import parse_config
@@ -30,3 +31,19 @@ def test_demo_runs_the_paradigm_at_smoke_size(tmp_path, capsys):
     assert tuned["vocab_size"] == scratch["vocab_size"] and tuned["n_layer"] == scratch["n_layer"]
     with pytest.raises(ValueError, match="unknown arguments"):
         main(["--max_steps=3"])
+
+
+def test_feature_probe_separates_what_is_separable_and_not_noise():
+    """benchmarks/probe_features.py's logistic probe: near 1.0 on a linearly separable label, ~chance on noise."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks", "probe_features.py")
+    spec = importlib.util.spec_from_file_location("probe_features", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rng = np.random.default_rng(0)
+    x = {k: rng.normal(size=(n, 8)) for k, n in (("train", 400), ("validation", 200), ("test", 400))}
+    separable = {k: (v[:, 0] + 0.5 * v[:, 3] > 0).astype(int) for k, v in x.items()}
+    noise = {k: rng.integers(0, 2, len(v)) for k, v in x.items()}
+    assert module.probe(x, separable) > 0.95
+    assert abs(module.probe(x, noise) - 0.5) < 0.1

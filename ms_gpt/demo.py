@@ -1,11 +1,12 @@
 """`make demo` / `python -m ms_gpt.demo`: the GPT-1 paradigm at CPU scale, in about ten minutes on two cores.
 
-1. Unsupervised pretraining of a small char-level GPT on review text (rotten-tomatoes critic snippets and plot
-   summaries; the fine-tuning validation and test texts are left out) — configs/paradigm_pretrain.yaml.
+1. Unsupervised pretraining of a small GPT (GPT-2 BPE cut to 8k merges) on review text (rotten-tomatoes critic
+   snippets and plot summaries; the fine-tuning validation and test texts are left out) — configs/paradigm_pretrain.yaml.
 2. Supervised fine-tuning of that model on fresh vs rotten — configs/paradigm_finetune.yaml.
 3. The same fine-tune from a random initialisation — configs/paradigm_scratch.yaml.
-Prints both held-out (test split) accuracies. `--output_dir DIR` moves every run under DIR (default runs/paradigm);
-`--write-corpus-only` just writes the pretraining corpus; `--smoke` shrinks every step to seconds (the tests).
+Prints both held-out (test split) accuracies (at this scale pretraining does not beat scratch: see the README).
+`--output_dir DIR` moves every run under DIR (default runs/paradigm); `--write-corpus-only` just writes the
+pretraining corpus; `--smoke` shrinks every step to seconds (the tests).
 """
 import os
 import sys

@@ -21,7 +21,6 @@ import warnings
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
-import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from .device import compiled
@@ -36,12 +35,16 @@ def _round_up(value: int, multiple: int) -> int:
 
 
 # ---- compiled steps ---------------------------------------------------------------------------------------------
-class _Prefill(nn.Cell):
-    """Prompt [B, P] -> (logits of the last position [B, V], k/v caches [B, H, L, D] with P slots filled)."""
+class _ModelStep(nn.Cell):
+    """A compiled step over `model`; auto_prefix=False keeps the model's parameter names its own (HF keys)."""
 
     def __init__(self, model):
-        super().__init__(auto_prefix=False)  # the model's parameter names stay its own (HF keys)
+        super().__init__(auto_prefix=False)
         self.model = model
+
+
+class _Prefill(_ModelStep):
+    """Prompt [B, P] -> (logits of the last position [B, V], k/v caches [B, H, L, D] with P slots filled)."""
 
     def construct(self, input_ids, position_ids, cache_mask):
         prompt_len = input_ids.shape[1]
@@ -59,16 +62,12 @@ class _Prefill(nn.Cell):
         return logits.reshape(logits.shape[0], -1), caches
 
 
-class _Decode(nn.Cell):
+class _Decode(_ModelStep):
     """One new token [B, 1] written at slot `cache_position` -> (logits [B, V], updated caches).
 
     The caches travel as flat positional tensors: a nested tuple argument would be keyed by its values and
     recompile every step (measured on MindSpore 2.7).
     """
-
-    def __init__(self, model):
-        super().__init__(auto_prefix=False)
-        self.model = model
 
     def construct(self, token, position_ids, cache_mask, cache_position, *caches):
         past = tuple((caches[2 * i], caches[2 * i + 1]) for i in range(len(caches) // 2))
@@ -79,12 +78,8 @@ class _Decode(nn.Cell):
         return logits.reshape(logits.shape[0], -1), flat
 
 
-class _Forward(nn.Cell):
+class _Forward(_ModelStep):
     """No cache: the whole (right-padded) window again -> logits at slot `last_index` [B, V]."""
-
-    def __init__(self, model):
-        super().__init__(auto_prefix=False)
-        self.model = model
 
     def construct(self, input_ids, attention_mask, position_ids, last_index):
         hidden = self.model.transformer(input_ids, attention_mask, None, position_ids)

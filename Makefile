@@ -2,9 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# the PyTorch + transformers reference (fixtures, benchmarks); never a dependency of ms_gpt
+REF_VENV ?= .venv-ref
+REF_PY := $(REF_VENV)/bin/python
 export GLOG_v := 3
 
-.PHONY: test test-slow demo venv bench clean
+.PHONY: test test-slow demo venv ref bench clean
 
 venv: $(VENV)/.installed
 
@@ -25,9 +28,17 @@ test-slow: venv
 demo: venv
 	$(PY) -m ms_gpt.demo
 
-bench: venv
+ref: $(REF_VENV)/.installed
+
+$(REF_VENV)/.installed: benchmarks/requirements-ref.txt
+	$(PYTHON) -m venv $(REF_VENV)
+	$(REF_PY) -m pip install -q --upgrade pip
+	$(REF_PY) -m pip install -q -r benchmarks/requirements-ref.txt
+	touch $@
+
+bench: venv ref
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_generate.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(REF_VENV) runs .pytest_cache

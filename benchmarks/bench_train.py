@@ -13,7 +13,7 @@
 
 Both frameworks share the machine's 2 cores with whatever else runs, so every figure is the fastest of several short
 rounds (the least disturbed one), ms_gpt variants are interleaved round by round, and each line carries the load
-average. The torch side runs in the reference venv (/work/refvenv) as a subprocess; without it those lines say so.
+average. The torch side runs in the reference venv (.venv-ref, built by `make ref`) as a subprocess; without it those lines say so.
 
 Usage: python benchmarks/bench_train.py [--quick] [--only compiled_vs_pynative,seed_recipe,gpt2_like_vs_torch]
 """
@@ -41,7 +41,7 @@ from ms_gpt.engine.trainer import Trainer, _to_tensor, SLOTS  # noqa: E402
 from ms_gpt.model import GPTLMHeadModel  # noqa: E402
 from ms_gpt.recipes.pretrain import NextTokenLoss  # noqa: E402
 
-TORCH_PYTHON = "/work/refvenv/bin/python"
+TORCH_PYTHON = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".venv-ref", "bin", "python")
 TORCH_SCRIPT = os.path.join(ROOT, "benchmarks", "torch_seed_reference.py")
 SEED_CONFIG = os.path.join(ROOT, "configs", "shakespeare_char_seed.yaml")
 SHAPES = {

@@ -1,5 +1,5 @@
 """PyTorch eager timings that ms_gpt's training benchmark compares against. Runs under the reference venv only
-(/work/refvenv/bin/python); ms_gpt itself never imports torch.
+(.venv-ref/bin/python); ms_gpt itself never imports torch.
 
 Two models:
 - "seed": a char-level GPT written the way the seed project wrote it (one `Head` module per attention head with its

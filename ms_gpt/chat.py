@@ -3,25 +3,31 @@
 Type a turn and press Enter; `/reset` forgets the conversation, `/exit` (or end of input) quits. When stdin is not
 a terminal, each input line is one turn and each reply is printed on one line (for scripts and tests).
 """
-import argparse
 import os
 import sys
+from dataclasses import dataclass, field
 
 if __package__ in (None, ""):  # launched as a file: import from the project root
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from ms_gpt.cli import run  # noqa: E402
-from ms_gpt.generation import add_generation_args, generation_kwargs  # noqa: E402
+from ms_gpt.config import parse_config  # noqa: E402
+from ms_gpt.generation import GenerationArguments, generation_config  # noqa: E402
+
+
+@dataclass
+class ChatArguments(GenerationArguments):
+    """Multi-turn chat with a GPT-2 of BERT vocabulary ([CLS] turn [SEP] turn [SEP] ..., the reply ends at [SEP]).
+    Decoding options left unset take the checkpoint's generation_config.json values, else greedy, 32 new tokens."""
+
+    max_history: int = field(
+        default=3, metadata={"help": "utterances (user and bot) given to the model, the new user turn included"})
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ms_gpt.chat", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="directory with config.json, weights and vocab.txt")
-    parser.add_argument("--max_history", type=int, default=3,
-                        help="utterances (user and bot) given to the model, the new user turn included")
-    add_generation_args(parser, max_new_tokens=32)
-    args = parser.parse_args(argv)
+    args = parse_config(ChatArguments, argv)
+    if not args.model:
+        raise ValueError("--model is required: a directory with config.json, weights and the BERT vocabulary")
 
     from ms_gpt.device import setup_device
     from ms_gpt.dialogue import ChatSession
@@ -31,8 +37,11 @@ def main(argv=None) -> None:
     setup_device(args.device_target)
     tokenizer = load_tokenizer(args.model)
     model = GPTLMHeadModel.from_pretrained(args.model)
-    session = ChatSession(model, tokenizer, max_history=args.max_history, max_new_tokens=args.max_new_tokens,
-                          **generation_kwargs(args))
+    options = args.generate_kwargs()
+    for key in ("max_new_tokens", "eos_token_id", "max_length", "min_new_tokens"):  # a reply: 1+ tokens up to [SEP]
+        options.pop(key, None)
+    max_new_tokens = args.max_new_tokens or generation_config(model).get("max_new_tokens", 32)
+    session = ChatSession(model, tokenizer, max_history=args.max_history, max_new_tokens=max_new_tokens, **options)
     interactive = sys.stdin.isatty()
     if interactive:
         print("chat: /reset clears the history, /exit quits")

@@ -36,6 +36,10 @@ import numpy as np
 from .config import GPTConfig
 
 CONFIG_NAME = "config.json"
+GENERATION_CONFIG_NAME = "generation_config.json"
+# tokenizer files a hub snapshot may hold (any layout load_tokenizer reads), fetched with the weights when present
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "merges.txt", "vocab.txt")
 SAFE_WEIGHTS = "model.safetensors"
 TORCH_WEIGHTS = "pytorch_model.bin"
 # Looked for in this order in a checkpoint directory.
@@ -596,7 +600,7 @@ def _resolve_hub(name: str) -> str:
         weights = next((f for f in WEIGHT_FILES if f in files), None)
         if weights is None or CONFIG_NAME not in files:
             raise _hub_unavailable(name, f"the repository has no {CONFIG_NAME} + one of {', '.join(WEIGHT_FILES)}")
-        patterns = [CONFIG_NAME, weights]
+        patterns = [CONFIG_NAME, weights] + [f for f in (GENERATION_CONFIG_NAME, *TOKENIZER_FILES) if f in files]
         if weights.endswith(".index.json"):  # the shards: model-00001-of-0000N.safetensors / pytorch_model-*.bin
             patterns.append("*" + os.path.splitext(weights[: -len(".index.json")])[1])
         return huggingface_hub.snapshot_download(name, allow_patterns=patterns, cache_dir=cache_dir,
@@ -668,7 +672,33 @@ def load_pretrained(cls, path: str, **config_overrides):
     model = cls(config)
     load_state_dict(model, read_weights(weights_path), strict=True, source=weights_path)
     model.set_train(False)
+    # generate() reads its defaults (eos/pad ids, max_length, do_sample, ...) from here, as HF's GenerationConfig does
+    model.__dict__["generation_config"] = read_generation_config(os.path.dirname(os.path.abspath(config_path)))
     return model
+
+
+def read_generation_config(directory: str) -> Optional[dict]:
+    """The fields of `directory`/generation_config.json (what HF's GenerationConfig.from_pretrained reads), or None."""
+    path = os.path.join(directory, GENERATION_CONFIG_NAME)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object of generation options")
+    for key in ("max_length", "max_new_tokens", "min_new_tokens", "top_k", "num_return_sequences", "pad_token_id",
+                "bos_token_id"):
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{path}: {key} must be an integer, got {value!r}")
+    eos = data.get("eos_token_id")
+    if eos is not None and not (isinstance(eos, int) or (isinstance(eos, list) and
+                                                         all(isinstance(i, int) for i in eos))):
+        raise ValueError(f"{path}: eos_token_id must be an integer or a list of integers, got {eos!r}")
+    return data
 
 
 def save_pretrained(model, directory: str, safe_serialization: bool = True) -> None:
@@ -696,10 +726,16 @@ def save_pretrained(model, directory: str, safe_serialization: bool = True) -> N
             write_torch_bin(weights, os.path.join(tmp, weights_name))
         with open(os.path.join(tmp, CONFIG_NAME), "w", encoding="utf-8") as f:
             json.dump(_config_dict(model), f, indent=2, sort_keys=True)
+        written = [weights_name, CONFIG_NAME]
+        generation = getattr(model, "generation_config", None)  # loaded with the checkpoint: keep it, as HF does
+        if generation:
+            with open(os.path.join(tmp, GENERATION_CONFIG_NAME), "w", encoding="utf-8") as f:
+                json.dump(generation, f, indent=2, sort_keys=True)
+            written.insert(1, GENERATION_CONFIG_NAME)
         if not os.path.exists(directory):
             os.rename(tmp, directory)
             return
-        for name in (weights_name, CONFIG_NAME):
+        for name in written:
             os.replace(os.path.join(tmp, name), os.path.join(directory, name))
         for stale in WEIGHT_FILES:
             if stale != weights_name and os.path.isfile(os.path.join(directory, stale)):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 from dataclasses import dataclass, field
@@ -179,40 +180,61 @@ def preset(name: str, **overrides: Any) -> GPTConfig:
 class TrainingArguments:
     """Options of the training engine; names follow HF TrainingArguments where one exists."""
 
-    output_dir: str = "runs/default"
-    seed: int = 1337
-    max_steps: int = 1000  # -1 = derive from num_train_epochs (fine-tuning)
-    num_train_epochs: float = 1.0
-    per_device_train_batch_size: int = 16
-    per_device_eval_batch_size: int = 64
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-3
-    min_learning_rate: float = 0.0
-    lr_scheduler_type: str = "constant"  # constant | linear | cosine
-    warmup_steps: int = 0
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0  # 0 = no clipping
-    eval_steps: int = 100  # evaluate every N steps (0 = only at the end)
-    eval_iters: int = 200  # pretraining: batches per split in each evaluation
-    logging_steps: int = 50  # loss/lr/tokens-per-second to the bar and metrics.jsonl every N steps
-    save_steps: int = 0  # checkpoint every N steps (0 = only at the end)
-    save_total_limit: int = 2  # keep the last K step checkpoints (plus the best)
-    resume_from_checkpoint: Optional[str] = None  # a checkpoint dir, or "auto" = the latest in output_dir
-    fp16: bool = False  # float16 matmuls with dynamic loss scaling (Ascend/GPU)
-    bf16: bool = False  # bfloat16 matmuls (Ascend)
-    device_target: str = "auto"  # auto | CPU | GPU | Ascend
-    jit: bool = True  # compile the train/eval steps (graph mode); False = PyNative, for debugging
-    jit_level: str = "auto"  # MindSpore graph optimisation level O0 | O1 | O2; auto = O1 on CPU, O0 on Ascend/GPU
-    disable_tqdm: bool = False
+    output_dir: str = field(default="runs/default",
+        metadata={"help": "directory for checkpoints, metrics.jsonl, the final model and tokenizer"})
+    seed: int = field(default=1337, metadata={"help": "random seed (weights, data order, dropout)"})
+    max_steps: int = field(default=1000,
+        metadata={"help": "optimizer steps to train; -1 = derive from num_train_epochs"})
+    num_train_epochs: float = field(
+        default=1.0, metadata={"help": "epochs over the training data when max_steps is -1"})
+    per_device_train_batch_size: int = field(
+        default=16, metadata={"help": "training batch size per device (per micro-batch)"})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "evaluation batch size per device"})
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "micro-batches accumulated into one optimizer step"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate of AdamW"})
+    min_learning_rate: float = field(default=0.0, metadata={"help": "floor of the cosine schedule"})
+    lr_scheduler_type: str = field(default="constant",
+        metadata={"help": "learning-rate schedule: constant | linear | cosine"})
+    warmup_steps: int = field(default=0, metadata={"help": "steps of linear warmup (wins over warmup_ratio when > 0)"})
+    warmup_ratio: float = field(default=0.0, metadata={"help": "fraction of the steps used for linear warmup"})
+    weight_decay: float = field(
+        default=0.0, metadata={"help": "AdamW decoupled weight decay (not applied to biases and LayerNorm)"})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2"})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon"})
+    max_grad_norm: float = field(default=1.0,
+        metadata={"help": "clip the global gradient norm to this (0 = no clipping)"})
+    eval_steps: int = field(default=100, metadata={"help": "evaluate every N steps (0 = only at the end)"})
+    eval_iters: int = field(default=200, metadata={"help": "pretraining: batches per split in each evaluation"})
+    logging_steps: int = field(
+        default=50, metadata={"help": "loss/lr/tokens-per-second to the bar and metrics.jsonl every N steps"})
+    save_steps: int = field(default=0, metadata={"help": "checkpoint every N steps (0 = only at the end)"})
+    save_total_limit: int = field(default=2, metadata={"help": "keep the last K step checkpoints (plus the best)"})
+    resume_from_checkpoint: Optional[str] = field(
+        default=None, metadata={"help": "a checkpoint dir, or \"auto\" = the latest in output_dir"})
+    fp16: bool = field(default=False, metadata={"help": "float16 matmuls with dynamic loss scaling (Ascend/GPU)"})
+    bf16: bool = field(default=False, metadata={"help": "bfloat16 matmuls (Ascend)"})
+    device_target: str = field(default="auto", metadata={"help": "device: auto | CPU | GPU | Ascend"})
+    jit: bool = field(
+        default=True, metadata={"help": "compile the train/eval steps (graph mode); False = PyNative, for debugging"})
+    jit_level: str = field(default="auto",
+        metadata={"help": "MindSpore graph optimisation level O0 | O1 | O2; auto = O1 on CPU, O0 on Ascend/GPU"})
+    disable_tqdm: bool = field(default=False, metadata={"help": "no progress bar (log lines only)"})
+
+
+def _annotation_text(annotation: Any) -> str:
+    """A field's type as written: "int", "Optional[str]", "list[str]" (also for typing objects, not only strings)."""
+    if isinstance(annotation, str):
+        return annotation
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
 
 
 def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
     """Convert a YAML / command-line value to the field's type, or raise naming the key."""
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    text = _annotation_text(annotation)
     optional = "Optional" in text or "None" in text
     if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and optional):
         if optional:
@@ -249,16 +271,82 @@ def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
     return value
 
 
+def option_help(cls, name: str) -> str:
+    """The one-line meaning of option `name` of dataclass `cls`: its field's `metadata["help"]`, looked up along the
+    class hierarchy so that a subclass changing only a default keeps the base class's meaning."""
+    for klass in cls.__mro__:
+        spec = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if spec is not None and spec.metadata.get("help"):
+            return spec.metadata["help"]
+    return ""
+
+
+def _type_name(annotation: Any) -> str:
+    text = _annotation_text(annotation)
+    if text.startswith("Optional[") and text.endswith("]"):
+        return _type_name(text[len("Optional["):-1]) + " or None"
+    if text.lower().startswith("list["):
+        return f"list of {text[5:-1]} (comma-separated)"
+    return text
+
+
+def _program_name() -> str:
+    import sys
+
+    script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    parent, name = os.path.split(script)
+    if name.endswith(".py") and os.path.basename(parent) == "ms_gpt":
+        return f"python -m ms_gpt.{name[:-3]}"
+    return name or "ms_gpt"
+
+
+def format_help(cls, values: Optional[dict[str, Any]] = None, aliases: Optional[dict[str, str]] = None,
+                config_path: Optional[str] = None) -> str:
+    """`--help` text of dataclass `cls`: every option with its type, default (the --config file's value when one was
+    given) and meaning, all taken from the dataclass fields."""
+    values = values or {}
+    lines = [f"usage: {_program_name()} [--config FILE.yaml] [--key=value | --key value | --flag ...]", ""]
+    doc = inspect.cleandoc(cls.__doc__ or "")
+    if doc and not doc.startswith(cls.__name__ + "("):  # dataclasses invent a signature docstring
+        lines += [doc, ""]
+    lines.append("options" + (f" (defaults shown are those of {config_path} where it sets them)" if config_path else
+                              "") + ":")
+    lines.append("  -h, --help  show this help and exit")
+    lines.append("  --config FILE  YAML (or JSON) file of option: value pairs; command-line options override it")
+    for spec in dataclasses.fields(cls):
+        if spec.name in values:
+            default = values[spec.name]
+            origin = "from config"
+        elif spec.default is not dataclasses.MISSING:
+            default, origin = spec.default, "default"
+        elif spec.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default, origin = spec.default_factory(), "default"  # type: ignore[misc]
+        else:
+            default, origin = None, "required"
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        shown = "required" if origin == "required" else f"{origin}: {shown!r}" if isinstance(shown, str) else \
+            f"{origin}: {shown}"
+        lines.append(f"  --{spec.name} {_type_name(spec.type)}  ({shown})")
+        lines.append(f"      {option_help(cls, spec.name) or '(no description)'}")
+    if aliases:
+        lines += ["", "aliases: " + ", ".join(f"--{a} = --{n}" for a, n in sorted(aliases.items()))]
+    return "\n".join(lines)
+
+
 def parse_config(cls, argv: Optional[list[str]] = None, aliases: Optional[dict[str, str]] = None):
     """Build dataclass `cls` from `--config file.yaml` and `--key=value` / `--key value` overrides.
 
     Unknown keys or values of the wrong type raise a ValueError that names the key and lists the valid ones.
+    `-h`/`--help` prints every option (type, default or the --config file's value, meaning from the field's
+    `metadata["help"]`) and exits with status 0.
     `aliases` maps extra spellings to field names (e.g. ModelArts' `data_url` -> `train_file`).
     """
     import sys
 
     argv = list(sys.argv[1:] if argv is None else argv)
     aliases = dict(aliases or {})
+    want_help = any(a in ("-h", "--help") for a in argv)
+    argv = [a for a in argv if a not in ("-h", "--help")]
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -295,6 +383,9 @@ def parse_config(cls, argv: Optional[list[str]] = None, aliases: Optional[dict[s
             put(str(key), value, config_path)
     for key, value in overrides:
         put(key, value, "command line")
+    if want_help:
+        print(format_help(cls, values, aliases, config_path))
+        raise SystemExit(0)
     try:
         return cls(**values)
     except TypeError as err:

@@ -1,22 +1,31 @@
 """`python -m ms_gpt.generate --model DIR --prompt "..."` — continue a prompt with a saved model."""
-import argparse
 import os
 import sys
+from dataclasses import dataclass, field
+from typing import Optional
 
 if __package__ in (None, ""):  # launched as a file: import from the project root
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from ms_gpt.cli import run  # noqa: E402
-from ms_gpt.generation import add_generation_args, generate_text, generation_kwargs  # noqa: E402
+from ms_gpt.config import parse_config  # noqa: E402
+from ms_gpt.generation import GenerationArguments, generate_text  # noqa: E402
+
+
+@dataclass
+class GenerateArguments(GenerationArguments):
+    """Continue a prompt with a saved model (HF or ms_gpt directory). Decoding options left unset take the
+    checkpoint's generation_config.json values, else greedy decoding of 50 new tokens."""
+
+    prompt: str = field(default="", metadata={"help": "text to continue (empty = start from the BOS/EOS token)"})
+    num_return_sequences: Optional[int] = field(
+        default=None, metadata={"help": "continuations per prompt (None = generation_config.json's, else 1)"})
 
 
 def main(argv=None) -> list[str]:
-    parser = argparse.ArgumentParser(prog="python -m ms_gpt.generate", description=__doc__)
-    parser.add_argument("--model", required=True, help="directory with config.json, weights and tokenizer files")
-    parser.add_argument("--prompt", required=True)
-    parser.add_argument("--num_return_sequences", type=int, default=1)
-    add_generation_args(parser, max_new_tokens=50)
-    args = parser.parse_args(argv)
+    args = parse_config(GenerateArguments, argv)
+    if not args.model:
+        raise ValueError("--model is required: a directory with config.json, weights and tokenizer files")
 
     from ms_gpt.device import setup_device
     from ms_gpt.model import GPTLMHeadModel
@@ -25,8 +34,7 @@ def main(argv=None) -> list[str]:
     setup_device(args.device_target)
     tokenizer = load_tokenizer(args.model)
     model = GPTLMHeadModel.from_pretrained(args.model)
-    texts = generate_text(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
-                          num_return_sequences=args.num_return_sequences, **generation_kwargs(args))
+    texts = generate_text(model, tokenizer, args.prompt, **args.generate_kwargs())
     for i, text in enumerate(texts):
         if len(texts) > 1:
             print(f"=== sequence {i + 1} ===")

@@ -16,8 +16,9 @@ safe on MindSpore 2.7: the graph keeps reading the replaced (freed) buffer. Repl
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import warnings
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -341,27 +342,86 @@ class _RecomputeDecoder:
 
 # ---- public API ------------------------------------------------------------------------------------------------
 def _token_set(value, name: str, vocab_size: int) -> list[int]:
+    """The ids of `value` (an id, a list of ids or None) inside the vocabulary. An id outside it can never be produced,
+    so, as in HF, it is dropped with a one-line warning (e.g. GPT2Config's default eos 50256 with a small vocab)."""
     if value is None:
         return []
     values = [int(value)] if isinstance(value, (int, np.integer)) else [int(v) for v in value]
-    for v in values:
-        if not 0 <= v < vocab_size:
-            raise ValueError(f"generate: {name}={v} is outside the vocabulary [0, {vocab_size})")
-    return values
+    outside = [v for v in values if not 0 <= v < vocab_size]
+    if outside:
+        warnings.warn(f"generate: {name}={outside[0] if len(outside) == 1 else outside} is outside the vocabulary "
+                      f"[0, {vocab_size}); ignored", stacklevel=3)
+    return [v for v in values if 0 <= v < vocab_size]
 
 
-def generate(model, input_ids: IdsLike, attention_mask=None, max_new_tokens: int = 20, do_sample: bool = False,
-             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
+# What generate() uses when neither the call nor the checkpoint's generation_config.json sets a value.
+GENERATION_DEFAULTS = {"max_new_tokens": 20, "min_new_tokens": 0, "do_sample": False, "temperature": 1.0,
+                       "top_k": 0, "top_p": 1.0, "repetition_penalty": 1.0, "num_return_sequences": 1}
+# generation_config.json fields generate() honours (HF GenerationConfig names)
+GENERATION_CONFIG_KEYS = ("max_length", *GENERATION_DEFAULTS, "eos_token_id", "pad_token_id", "bos_token_id")
+
+
+def generation_config(model) -> dict:
+    """The checkpoint's generation defaults as HF reads them: the fields of its generation_config.json (kept by
+    `from_pretrained` as `model.generation_config`), or, without that file, bos/eos/pad ids from config.json
+    (HF's `GenerationConfig.from_model_config`). Only fields that are set (not None) are returned."""
+    saved = getattr(model, "generation_config", None)
+    if saved is None:
+        config = model.config
+        saved = {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id,
+                 "pad_token_id": config.pad_token_id}
+    return {k: saved[k] for k in GENERATION_CONFIG_KEYS if saved.get(k) is not None}
+
+
+def resolve_generation_options(model, prompt_width: int, **explicit) -> dict:
+    """generate()'s settings: explicit arguments (not None) win, then the checkpoint's generation config, then
+    GENERATION_DEFAULTS. `max_length` (prompt width + new tokens, as in HF) counts only when no max_new_tokens is set
+    at the same level; eos ids (and a saved pad id) outside the vocabulary are dropped with a warning; pad falls
+    back to the first eos, then 0. Returns every GENERATION_DEFAULTS key plus `eos_token_id` (a list) and `pad_token_id`."""
+    saved = generation_config(model)
+    vocab_size = model.config.vocab_size
+    out = {}
+    for level in (explicit, saved):
+        if level.get("max_new_tokens") is not None:
+            out["max_new_tokens"] = level["max_new_tokens"]
+            break
+        if level.get("max_length") is not None:
+            max_length = int(level["max_length"])
+            if max_length <= prompt_width:
+                warnings.warn(f"generate: max_length={max_length} leaves no room after a prompt of {prompt_width} "
+                              "tokens; generating nothing (use max_new_tokens)", stacklevel=3)
+            out["max_new_tokens"] = max(0, max_length - prompt_width)
+            break
+    for key, default in GENERATION_DEFAULTS.items():
+        if key not in out:
+            value = explicit.get(key)
+            out[key] = value if value is not None else saved.get(key, default)
+    eos = explicit.get("eos_token_id")
+    out["eos_token_id"] = _token_set(eos if eos is not None else saved.get("eos_token_id"), "eos_token_id",
+                                     vocab_size)
+    pad = explicit.get("pad_token_id")
+    if pad is None:  # an explicit pad is written as given (it is never fed to the model); a saved one must decode
+        pad = next(iter(_token_set(saved.get("pad_token_id"), "pad_token_id", vocab_size)), None)
+    out["pad_token_id"] = int(pad) if pad is not None else (out["eos_token_id"][0] if out["eos_token_id"] else 0)
+    return out
+
+
+def generate(model, input_ids: IdsLike, attention_mask=None, max_new_tokens: Optional[int] = None,
+             do_sample: Optional[bool] = None, temperature: Optional[float] = None, top_k: Optional[int] = None,
+             top_p: Optional[float] = None, repetition_penalty: Optional[float] = None,
              eos_token_id: Union[int, Sequence[int], None] = None, pad_token_id: Optional[int] = None,
-             seed: Optional[int] = None, use_cache: bool = True, min_new_tokens: int = 0,
-             num_return_sequences: int = 1,
-             on_token: Optional[Callable[[np.ndarray], None]] = None) -> np.ndarray:
+             seed: Optional[int] = None, use_cache: bool = True, min_new_tokens: Optional[int] = None,
+             num_return_sequences: Optional[int] = None,
+             on_token: Optional[Callable[[np.ndarray], None]] = None, max_length: Optional[int] = None) -> np.ndarray:
     """Continue `input_ids` ([B, T] or one sequence [T]; rows LEFT-padded, `attention_mask` 1 = real token).
 
     Returns int64 numpy [B * num_return_sequences, T + n] = prompt + new tokens, n <= max_new_tokens: a row that
     produced an eos id is filled with `pad_token_id` afterwards, and generation stops once every row has.
-    `eos_token_id` / `pad_token_id` default to the model config's (pad falls back to eos, then 0); pass
-    `eos_token_id=[]` to never stop early. `do_sample=False` is greedy; sampling applies temperature, top-k (0 = off)
+    Every option left as None comes from the checkpoint's generation_config.json when it sets it (as in HF: eos/pad
+    ids, max_new_tokens or max_length = prompt + new tokens, do_sample, temperature, top_k, top_p, ...), else from
+    GENERATION_DEFAULTS (20 new tokens, greedy); see `resolve_generation_options`. Without generation_config.json
+    the eos/pad ids are config.json's (pad falls back to eos, then 0); ids outside the vocabulary are ignored with a
+    warning. Pass `eos_token_id=[]` to never stop early. `do_sample=False` is greedy; sampling applies temperature, top-k (0 = off)
     and top-p (1 = off) and draws with numpy's Generator(seed), so a seed reproduces the output exactly.
     `repetition_penalty` (>1 discourages) divides positive / multiplies negative logits of tokens already in the row.
     `min_new_tokens` bans eos for that many steps. `use_cache=False` recomputes the whole sequence each step (the
@@ -369,20 +429,25 @@ def generate(model, input_ids: IdsLike, attention_mask=None, max_new_tokens: int
     A prompt too long for n_positions is trimmed from the left with a warning.
     """
     config = model.config
+    original = _as_numpy_ids(input_ids)
+    options = resolve_generation_options(
+        model, original.shape[1], max_new_tokens=max_new_tokens, max_length=max_length, do_sample=do_sample,
+        temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+        min_new_tokens=min_new_tokens, num_return_sequences=num_return_sequences, eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id)
+    max_new_tokens, num_return_sequences = options["max_new_tokens"], options["num_return_sequences"]
+    do_sample, temperature, top_k = options["do_sample"], options["temperature"], options["top_k"]
+    top_p, repetition_penalty = options["top_p"], options["repetition_penalty"]
+    min_new_tokens, eos, pad_token_id = options["min_new_tokens"], options["eos_token_id"], options["pad_token_id"]
     if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     if not isinstance(num_return_sequences, (int, np.integer)) or num_return_sequences < 1:
         raise ValueError(f"num_return_sequences must be a positive integer, got {num_return_sequences!r}")
-    original = _as_numpy_ids(input_ids)
     ids, mask, max_new_tokens = _prepare_prompt(model, original, attention_mask, int(max_new_tokens))
     if num_return_sequences > 1:
         original = np.repeat(original, num_return_sequences, axis=0)
         ids = np.repeat(ids, num_return_sequences, axis=0)
         mask = np.repeat(mask, num_return_sequences, axis=0)
-    eos = _token_set(config.eos_token_id if eos_token_id is None else eos_token_id, "eos_token_id",
-                     config.vocab_size)
-    if pad_token_id is None:
-        pad_token_id = config.pad_token_id if config.pad_token_id is not None else (eos[0] if eos else 0)
     chooser = TokenChooser(config.vocab_size, do_sample, temperature, top_k, top_p, repetition_penalty, seed)
     chooser.observe(ids, mask)
     batch = ids.shape[0]
@@ -416,25 +481,45 @@ def generate(model, input_ids: IdsLike, attention_mask=None, max_new_tokens: int
     return np.concatenate([original, new_tokens[:, :produced]], axis=1)
 
 
-def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 50, num_return_sequences: int = 1,
-                  **generate_kwargs) -> list[str]:
+def prompt_conventions(tokenizer) -> tuple[list[int], list[int]]:
+    """(ids put before the prompt, ids that end a continuation) of the tokenizer's model family.
+
+    A BERT vocabulary (a [CLS]/[SEP] pair and no BOS: uer's Chinese GPT-2 and ms_gpt's dialogue models) trains on
+    `[CLS] text [SEP]`, so a prompt starts with [CLS] and [SEP] ends the text. GPT-2 / GPT-1 need neither.
+    """
+    cls_id, sep_id = getattr(tokenizer, "cls_token_id", None), getattr(tokenizer, "sep_token_id", None)
+    if cls_id is not None and sep_id is not None and getattr(tokenizer, "bos_token_id", None) is None:
+        return [cls_id], [sep_id]
+    return [], []
+
+
+def generate_text(model, tokenizer, prompt: str, max_new_tokens: Optional[int] = None,
+                  num_return_sequences: Optional[int] = None, **generate_kwargs) -> list[str]:
     """Text in, text out: the prompt followed by each generated continuation (cut at the first eos).
 
-    Models with a BERT vocabulary (Chinese GPT-2) see `[CLS]` first, as in their training data. An empty prompt
+    Options are generate()'s; those not given come from the checkpoint's generation_config.json, else the defaults
+    (50 new tokens here). Models with a BERT vocabulary (Chinese GPT-2, e.g. uer/gpt2-chinese-cluecorpussmall) see
+    `[CLS]` first and stop at `[SEP]` (plus any eos the checkpoint names), as in their training text. An empty prompt
     starts from the BOS/EOS token when the tokenizer has one (unconditional generation).
     """
-    ids = tokenizer.encode(prompt)
+    prefix, stops = prompt_conventions(tokenizer)
+    ids = prefix + tokenizer.encode(prompt)
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    if tokenizer.cls_token_id is not None and tokenizer.bos_token_id is None:
-        ids = [tokenizer.cls_token_id] + ids
-    elif not ids and bos is not None:
+    if not ids and bos is not None:
         ids = [bos]
     if not ids:
         raise ValueError(f"generate: the prompt {prompt!r} has no token in this tokenizer's vocabulary and the "
                          "tokenizer has no BOS/EOS token to start from")
+    saved = generation_config(model)
+    if max_new_tokens is None and "max_new_tokens" not in saved and "max_length" not in saved \
+            and generate_kwargs.get("max_length") is None:
+        max_new_tokens = 50
     eos = generate_kwargs.pop("eos_token_id", None)
     if eos is None:
-        eos = model.config.eos_token_id if model.config.eos_token_id is not None else tokenizer.eos_token_id
+        eos = saved.get("eos_token_id")
+        if eos is None and not stops:
+            eos = tokenizer.eos_token_id
+        eos = stops + _token_set(eos, "eos_token_id", model.config.vocab_size)
     out = generate(model, np.asarray([ids]), max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
                    eos_token_id=eos, **generate_kwargs)
     stops = set(_token_set(eos, "eos_token_id", model.config.vocab_size))
@@ -447,18 +532,40 @@ def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 50, num_r
 
 
 # ---- command-line options shared by `python -m ms_gpt.generate` and `python -m ms_gpt.chat` ----------------------
-def add_generation_args(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
-    parser.add_argument("--max_new_tokens", type=int, default=max_new_tokens)
-    parser.add_argument("--do_sample", action="store_true", help="sample instead of greedy decoding")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top_k", type=int, default=0, help="keep the k most likely tokens (0 = all)")
-    parser.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
-    parser.add_argument("--repetition_penalty", type=float, default=1.0, help=">1 discourages repeats")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--device_target", default="auto", help="auto | CPU | GPU | Ascend")
+_FROM_CHECKPOINT = "None = generation_config.json's value, else "
 
 
-def generation_kwargs(args: argparse.Namespace) -> dict:
-    """The generate() keyword arguments of parsed `add_generation_args` options (max_new_tokens aside)."""
-    return dict(do_sample=args.do_sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                repetition_penalty=args.repetition_penalty, seed=args.seed)
+@dataclass
+class GenerationArguments:
+    """Decoding options; one left unset takes the checkpoint's generation_config.json value, else the default named."""
+
+    model: Optional[str] = field(
+        default=None, metadata={"help": "model directory with config.json, weights and tokenizer files (required)"})
+    max_new_tokens: Optional[int] = field(
+        default=None, metadata={"help": "tokens to generate (" + _FROM_CHECKPOINT + "the command's default)"})
+    max_length: Optional[int] = field(
+        default=None, metadata={"help": "prompt + new tokens, HF's max_length (used when max_new_tokens is unset)"})
+    min_new_tokens: Optional[int] = field(
+        default=None, metadata={"help": "no eos before this many new tokens (" + _FROM_CHECKPOINT + "0)"})
+    do_sample: Optional[bool] = field(
+        default=None, metadata={"help": "sample instead of greedy decoding (" + _FROM_CHECKPOINT + "greedy)"})
+    temperature: Optional[float] = field(
+        default=None, metadata={"help": "sampling temperature (" + _FROM_CHECKPOINT + "1.0)"})
+    top_k: Optional[int] = field(
+        default=None, metadata={"help": "sample among the k most likely tokens (" + _FROM_CHECKPOINT + "0 = all)"})
+    top_p: Optional[float] = field(
+        default=None, metadata={"help": "nucleus sampling mass (" + _FROM_CHECKPOINT + "1.0 = off)"})
+    repetition_penalty: Optional[float] = field(
+        default=None, metadata={"help": ">1 discourages repeats (" + _FROM_CHECKPOINT + "1.0 = off)"})
+    eos_token_id: Optional[int] = field(
+        default=None, metadata={"help": "id that ends a continuation (None = the checkpoint's / [SEP] for a BERT "
+                                        "vocabulary)"})
+    seed: Optional[int] = field(default=None, metadata={"help": "seed of the sampler (same seed, same text)"})
+    use_cache: bool = field(default=True, metadata={"help": "decode with the static KV cache (False = recompute)"})
+    device_target: str = field(default="auto", metadata={"help": "device: auto | CPU | GPU | Ascend"})
+
+    def generate_kwargs(self) -> dict:
+        """The decoding options that are set, as generate() keyword arguments (model and device aside)."""
+        skip = {"model", "device_target", "prompt", "max_history"}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in skip and getattr(self, f.name) is not None}

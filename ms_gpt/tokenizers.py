@@ -7,8 +7,11 @@ WordPiece); the character tokenizer is pure Python. They share one HF-like API (
 ``save_pretrained``/``load_tokenizer``.
 
 On disk a tokenizer is its vocabulary files in the usual layout (``vocab.json`` + ``merges.txt``,
-``vocab.txt`` or ``char_vocab.json``) plus ``tokenizer_config.json`` holding the class name, the special
-tokens and every added token with its id (HF's ``added_tokens_decoder`` layout).
+``vocab.txt`` or ``char_vocab.json``), ``tokenizer.json`` (the sub-word tokenizers' whole pipeline, the file
+transformers 5 saves alone) and ``tokenizer_config.json`` holding the class name, the special tokens and every
+added token with its id (HF's ``added_tokens_decoder`` layout). :func:`load_tokenizer` reads every layout the
+Hugging Face hub serves: ``tokenizer.json`` is preferred when present, and ``special_tokens_map.json`` /
+``added_tokens.json`` of older saves are honoured.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Dict, Iterable, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 __all__ = [
     "BaseTokenizer",
@@ -36,6 +39,10 @@ __all__ = [
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 CONFIG_FILE = "tokenizer_config.json"
+TOKENIZER_FILE = "tokenizer.json"  # the `tokenizers` library's whole pipeline (what transformers 5 saves alone)
+SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
+ADDED_TOKENS_FILE = "added_tokens.json"
+VERY_LARGE_INTEGER = int(1e30)  # HF's model_max_length when a tokenizer names no limit
 SPECIAL_TOKEN_ATTRS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
 # Names load_tokenizer() resolves to files shipped in ms_gpt/assets (all GPT-2 sizes share one tokenizer).
@@ -76,6 +83,10 @@ class BaseTokenizer(ABC):
     def __init__(self) -> None:
         self._special_tokens: Dict[str, Optional[str]] = dict.fromkeys(SPECIAL_TOKEN_ATTRS)
         self._additional_special_tokens: List[str] = []
+        self.model_max_length: int = VERY_LARGE_INTEGER  # tokenizer_config.json's, as in HF (informative)
+        # HF's clean_up_tokenization_spaces: join " ," " ." " 's" ... in decoded text (transformers 4 saves it True
+        # for BERT vocabularies); read from tokenizer_config.json, off when absent
+        self.clean_up_tokenization_spaces: bool = False
 
     # ----------------------------------------------------------------- backend hooks
     @property
@@ -114,6 +125,10 @@ class BaseTokenizer(ABC):
     def _extra_config(self) -> Dict[str, Any]:
         return {}
 
+    def _pipeline_files(self) -> Dict[str, str]:
+        """file name -> content of files describing the whole pipeline (``tokenizer.json``), if the class has one."""
+        return {}
+
     @classmethod
     @abstractmethod
     def _from_files(cls: Type[T], directory: Path, config: Dict[str, Any]) -> T:
@@ -138,7 +153,8 @@ class BaseTokenizer(ABC):
         if skip_special_tokens:
             special = set(self.all_special_ids)
             id_list = [i for i in id_list if i not in special]
-        return self._decode(id_list)
+        text = self._decode(id_list)
+        return _clean_up_tokenization(text) if self.clean_up_tokenization_spaces else text
 
     def batch_decode(self, sequences: Iterable[Ids], skip_special_tokens: bool = False) -> List[str]:
         return [self.decode(ids, skip_special_tokens=skip_special_tokens) for ids in sequences]
@@ -297,6 +313,7 @@ class BaseTokenizer(ABC):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         contents = dict(self._vocab_files())
+        contents.update(self._pipeline_files())
         contents[CONFIG_FILE] = json.dumps(self._config(), ensure_ascii=False, indent=2) + "\n"
         pending: List[Tuple[Path, Path]] = []
         try:
@@ -315,7 +332,8 @@ class BaseTokenizer(ABC):
         return [str(directory / name) for name in contents]
 
     def _config(self) -> Dict[str, Any]:
-        config: Dict[str, Any] = {"tokenizer_class": self.tokenizer_class}
+        config: Dict[str, Any] = {"tokenizer_class": self.tokenizer_class, "model_max_length": self.model_max_length,
+                                  "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces}
         config.update(self._extra_config())
         config.update({k: v for k, v in self._special_tokens.items() if v is not None})
         config["additional_special_tokens"] = list(self._additional_special_tokens)
@@ -336,6 +354,21 @@ class BaseTokenizer(ABC):
                 entries.append((int(key), key, entry))
             except ValueError:
                 raise ValueError(f"{config_path}: added_tokens_decoder key {key!r} is not an integer id") from None
+        # older saves list added tokens as {token: id} in added_tokens.json (read by _load into this key)
+        listed_ids = {index for index, _, _ in entries}
+        for token, index in config.get("_added_tokens_json", {}).items():
+            if index not in listed_ids:
+                entries.append((index, str(index), {"content": token, "special": False}))
+        max_length = config.get("model_max_length")
+        if max_length is not None:
+            if isinstance(max_length, bool) or not isinstance(max_length, (int, float)) or max_length < 1:
+                raise ValueError(f"{config_path}: model_max_length must be a positive integer, got {max_length!r}")
+            self.model_max_length = int(max_length)
+        clean_up = config.get("clean_up_tokenization_spaces")
+        if clean_up is not None:
+            if not isinstance(clean_up, bool):
+                raise ValueError(f"{config_path}: clean_up_tokenization_spaces must be true or false, got {clean_up!r}")
+            self.clean_up_tokenization_spaces = clean_up
         for index, key, entry in sorted(entries, key=lambda e: e[0]):
             token = _token_content(entry, f"{config_path}: added_tokens_decoder[{key}]")
             special = bool(entry.get("special", False)) if isinstance(entry, dict) else False
@@ -389,6 +422,14 @@ for _attr in SPECIAL_TOKEN_ATTRS:
     setattr(BaseTokenizer, _attr, _tok_prop)
     setattr(BaseTokenizer, _attr + "_id", _id_prop)
 del _attr, _tok_prop, _id_prop
+
+
+def _clean_up_tokenization(text: str) -> str:
+    """HF's clean-up of decoded text: no space before , . ? ! and English contractions."""
+    for spaced, joined in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+                           (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+        text = text.replace(spaced, joined)
+    return text
 
 
 def _token_content(value: Any, where: str) -> str:
@@ -540,9 +581,37 @@ class _BackendTokenizer(BaseTokenizer):
     def _added_tokens(self) -> Dict[int, Tuple[str, bool]]:
         return {i: (t.content, t.special) for i, t in self._backend.get_added_tokens_decoder().items()}
 
+    def _pipeline_files(self) -> Dict[str, str]:
+        return {TOKENIZER_FILE: self._backend.to_str(pretty=True) + "\n"}
+
+    # ----------------------------------------------------------------- tokenizer.json
+    MODEL_TYPE: ClassVar[str]  # the ``model.type`` of a tokenizer.json this class reads
+
+    @classmethod
+    def _from_tokenizer_json(cls, directory: Path, config: Dict[str, Any]) -> "_BackendTokenizer":
+        """Build the tokenizer from ``tokenizer.json``: its normaliser, pre-tokeniser, model, decoder and added
+        tokens are used as saved (the ``tokenizers`` library reads them); the class adds its default specials."""
+        path = directory / TOKENIZER_FILE
+        data = _read_tokenizer_json(path)
+        model = data["model"]
+        if model.get("type") != cls.MODEL_TYPE:
+            raise ValueError(f"{path}: a {cls.__name__} needs a {cls.MODEL_TYPE} model, the file holds "
+                             f"{model.get('type')!r}")
+        try:
+            backend = Tokenizer.from_str(json.dumps(data))
+        except Exception as e:  # the Rust error names no file
+            raise ValueError(f"{path}: the tokenizers library cannot read it: {e}") from e
+        vocab = model.get("vocab")
+        if not isinstance(vocab, dict):
+            raise ValueError(f"{path}: model.vocab must map tokens to ids")
+        merges = [tuple(m.split(" ")) for m in model.get("merges", [])]
+        return cls._from_backend(backend, vocab, merges, config, path)  # type: ignore[attr-defined]
+
 
 class _BPETokenizer(_BackendTokenizer):
     """vocab.json + merges.txt tokenizers (GPT-2 and GPT-1)."""
+
+    MODEL_TYPE = "BPE"
 
     VOCAB_FILE = "vocab.json"
     MERGES_FILE = "merges.txt"
@@ -596,11 +665,13 @@ class GPT2Tokenizer(_BPETokenizer):
     tokenizer_class = "GPT2Tokenizer"
     ENDOFTEXT = "<|endoftext|>"
 
-    def __init__(self, vocab: Dict[str, int], merges: List[Tuple[str, str]], _directory: Optional[Path] = None) -> None:
-        # no unk needed: every byte has a token, so any text encodes
-        backend = Tokenizer(self._build(_directory, vocab, merges))
-        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        backend.decoder = decoders.ByteLevel()
+    def __init__(self, vocab: Dict[str, int], merges: List[Tuple[str, str]], _directory: Optional[Path] = None,
+                 _backend: Optional[Tokenizer] = None) -> None:
+        backend = _backend
+        if backend is None:  # no unk needed: every byte has a token, so any text encodes
+            backend = Tokenizer(self._build(_directory, vocab, merges))
+            backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+            backend.decoder = decoders.ByteLevel()
         super().__init__(backend, vocab, merges)
         if self.ENDOFTEXT in vocab:
             self.add_special_tokens({"bos_token": self.ENDOFTEXT, "eos_token": self.ENDOFTEXT, "unk_token": self.ENDOFTEXT})
@@ -636,6 +707,11 @@ class GPT2Tokenizer(_BPETokenizer):
         vocab, merges = cls._read_bpe_files(directory)
         return cls(vocab, merges, _directory=directory)
 
+    @classmethod
+    def _from_backend(cls, backend: Tokenizer, vocab: Dict[str, int], merges: List[Tuple[str, str]],
+                      config: Dict[str, Any], path: Path) -> "GPT2Tokenizer":
+        return cls(vocab, merges, _backend=backend)
+
 
 class OpenAIGPTTokenizer(_BPETokenizer):
     """GPT-1 (openai-gpt) BPE: lower-cased, BERT-style pre-tokenisation, ``</w>`` marks the end of a word.
@@ -655,22 +731,34 @@ class OpenAIGPTTokenizer(_BPETokenizer):
         merges: List[Tuple[str, str]],
         unk_token: str = "<unk>",
         _directory: Optional[Path] = None,
+        _backend: Optional[Tokenizer] = None,
     ) -> None:
-        if unk_token not in vocab:
-            vocab = {**vocab, unk_token: len(vocab)}
-        model = self._build(_directory, vocab, merges, unk_token=unk_token, end_of_word_suffix=self.SUFFIX, fuse_unk=False)
-        backend = Tokenizer(model)
-        backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        backend.decoder = decoders.BPEDecoder(suffix=self.SUFFIX)
+        backend = _backend
+        if backend is None:
+            if unk_token not in vocab:
+                vocab = {**vocab, unk_token: len(vocab)}
+            model = self._build(_directory, vocab, merges, unk_token=unk_token, end_of_word_suffix=self.SUFFIX,
+                                fuse_unk=False)
+            backend = Tokenizer(model)
+            backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+            backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+            backend.decoder = decoders.BPEDecoder(suffix=self.SUFFIX)
         super().__init__(backend, vocab, merges)
-        self.add_special_tokens({"unk_token": unk_token})
+        if backend.token_to_id(unk_token) is not None:
+            self.add_special_tokens({"unk_token": unk_token})
 
     @classmethod
     def _from_files(cls, directory: Path, config: Dict[str, Any]) -> "OpenAIGPTTokenizer":
         vocab, merges = cls._read_bpe_files(directory)
         unk = _token_content(config.get("unk_token", "<unk>"), f"{directory / CONFIG_FILE}: unk_token")
         return cls(vocab, merges, unk_token=unk, _directory=directory)
+
+    @classmethod
+    def _from_backend(cls, backend: Tokenizer, vocab: Dict[str, int], merges: List[Tuple[str, str]],
+                      config: Dict[str, Any], path: Path) -> "OpenAIGPTTokenizer":
+        model = json.loads(backend.to_str())["model"]
+        unk = model.get("unk_token") or _token_content(config.get("unk_token", "<unk>"), f"{path}: unk_token")
+        return cls(vocab, merges, unk_token=unk, _backend=backend)
 
 
 # Characters written without spaces between them (CJK ideographs and punctuation, kana, full-width forms).
@@ -698,7 +786,10 @@ class BertTokenizer(_BackendTokenizer):
         "mask_token": "[MASK]",
     }
 
-    def __init__(self, vocab: Union[Dict[str, int], Sequence[str]], do_lower_case: bool = True, _source: str = "vocab") -> None:
+    MODEL_TYPE = "WordPiece"
+
+    def __init__(self, vocab: Union[Dict[str, int], Sequence[str]], do_lower_case: bool = True, _source: str = "vocab",
+                 _backend: Optional[Tokenizer] = None) -> None:
         if not isinstance(vocab, dict):
             vocab = {t: i for i, t in enumerate(vocab)}
         if not isinstance(do_lower_case, bool):
@@ -708,12 +799,21 @@ class BertTokenizer(_BackendTokenizer):
             raise ValueError(f"{_source} has no {self.DEFAULT_SPECIALS['unk_token']} token")
         self._vocab = vocab
         self.do_lower_case = do_lower_case
-        backend = Tokenizer(models.WordPiece(vocab, unk_token=self.DEFAULT_SPECIALS["unk_token"], max_input_chars_per_word=100))
-        backend.normalizer = normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=do_lower_case
-        )
-        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        backend.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+        backend = _backend
+        if backend is None:
+            backend = Tokenizer(models.WordPiece(vocab, unk_token=self.DEFAULT_SPECIALS["unk_token"],
+                                                 max_input_chars_per_word=100))
+            backend.normalizer = normalizers.BertNormalizer(
+                clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=do_lower_case
+            )
+            backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+            backend.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+            cls_token, sep_token = self.DEFAULT_SPECIALS["cls_token"], self.DEFAULT_SPECIALS["sep_token"]
+            if cls_token in vocab and sep_token in vocab:  # what HF adds with add_special_tokens=True (ms_gpt
+                # adds them itself in build_inputs_with_special_tokens; this is for transformers reading the file)
+                backend.post_processor = processors.TemplateProcessing(
+                    single=f"{cls_token} $A {sep_token}", pair=f"{cls_token} $A {sep_token} $B:1 {sep_token}:1",
+                    special_tokens=[(cls_token, vocab[cls_token]), (sep_token, vocab[sep_token])])
         super().__init__(backend)
         self.add_special_tokens({k: v for k, v in self.DEFAULT_SPECIALS.items() if v in vocab})
 
@@ -751,6 +851,13 @@ class BertTokenizer(_BackendTokenizer):
             seen[token] = lineno - 1
         return cls(tokens, do_lower_case=config.get("do_lower_case", True), _source=str(path))
 
+    @classmethod
+    def _from_backend(cls, backend: Tokenizer, vocab: Dict[str, int], merges: List[Tuple[str, str]],
+                      config: Dict[str, Any], path: Path) -> "BertTokenizer":
+        normalizer = json.loads(backend.to_str()).get("normalizer") or {}
+        lower = normalizer.get("lowercase", config.get("do_lower_case", True))
+        return cls(vocab, do_lower_case=bool(lower), _source=str(path), _backend=backend)
+
 
 # ===================================================================== loading
 _CLASSES: Dict[str, Type[BaseTokenizer]] = {
@@ -762,9 +869,11 @@ _CLASSES: Dict[str, Type[BaseTokenizer]] = {
     "BertTokenizer": BertTokenizer,
     "BertTokenizerFast": BertTokenizer,
 }
+# class names that say "whatever tokenizer.json holds": the class then comes from the file's model
+_GENERIC_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
 
 _LOOKED_FOR = (
-    f"{CONFIG_FILE}, vocab.json + merges.txt (GPT-2 / GPT-1 BPE), vocab.txt (BERT WordPiece), "
+    f"{TOKENIZER_FILE}, {CONFIG_FILE}, vocab.json + merges.txt (GPT-2 / GPT-1 BPE), vocab.txt (BERT WordPiece), "
     "char_vocab.json (character level)"
 )
 
@@ -773,10 +882,17 @@ def load_tokenizer(path_or_name: PathLike) -> BaseTokenizer:
     """Load a tokenizer from a directory (or a file inside it) or a bundled name such as ``"gpt2"``;
     ``"gpt2:N"`` is the GPT-2 BPE cut to its first N merges (see :meth:`GPT2Tokenizer.truncated`).
 
+    Every layout the Hugging Face hub serves is read: ``tokenizer.json`` (preferred when present: its
+    normaliser, pre-tokeniser, model, decoder and added tokens are used as saved, through the ``tokenizers``
+    library), else the legacy vocabulary files; ``tokenizer_config.json`` (class, special tokens, do_lower_case,
+    model_max_length, ``added_tokens_decoder``), ``special_tokens_map.json`` (overrides its special tokens, as
+    in HF) and ``added_tokens.json``.
+
     The class comes from ``tokenizer_config.json`` when it names one, otherwise from the files present:
-    ``char_vocab.json`` -> :class:`CharTokenizer`; ``vocab.json`` + ``merges.txt`` ->
-    :class:`OpenAIGPTTokenizer` if the vocabulary uses the ``</w>`` end-of-word convention, else
-    :class:`GPT2Tokenizer`; ``vocab.txt`` -> :class:`BertTokenizer`.
+    ``tokenizer.json`` -> by its model (WordPiece: :class:`BertTokenizer`; BPE with the ``</w>`` suffix:
+    :class:`OpenAIGPTTokenizer`; other BPE: :class:`GPT2Tokenizer`); ``char_vocab.json`` -> :class:`CharTokenizer`;
+    ``vocab.json`` + ``merges.txt`` -> :class:`OpenAIGPTTokenizer` if the vocabulary uses the ``</w>`` end-of-word
+    convention, else :class:`GPT2Tokenizer`; ``vocab.txt`` -> :class:`BertTokenizer`.
     """
     name, _, merges = str(path_or_name).partition(":")
     if merges and name in BUNDLED_TOKENIZERS and not Path(str(path_or_name)).exists():
@@ -812,7 +928,10 @@ def _load(path_or_name: PathLike, expected: Optional[Type[BaseTokenizer]]) -> Ba
         if not isinstance(config, dict):
             raise ValueError(f"{config_path}: expected a JSON object")
 
+    _merge_legacy_files(directory, config)
     name = config.get("tokenizer_class")
+    if name in _GENERIC_CLASSES and (directory / TOKENIZER_FILE).is_file():
+        name = None
     if name is not None:
         if name not in _CLASSES:
             raise ValueError(
@@ -823,12 +942,69 @@ def _load(path_or_name: PathLike, expected: Optional[Type[BaseTokenizer]]) -> Ba
         cls = expected or _detect_class(directory)
     if expected is not None and not issubclass(cls, expected):
         raise ValueError(f"{directory} holds a {cls.__name__}, not a {expected.__name__}")
-    tokenizer = cls._from_files(directory, config)
+    if issubclass(cls, _BackendTokenizer) and (directory / TOKENIZER_FILE).is_file():
+        tokenizer = cls._from_tokenizer_json(directory, config)
+    else:
+        tokenizer = cls._from_files(directory, config)
     tokenizer._restore(config, config_path)
     return tokenizer
 
 
+def _merge_legacy_files(directory: Path, config: Dict[str, Any]) -> None:
+    """Fold ``special_tokens_map.json`` (its entries win over the config's, as in HF) and ``added_tokens.json``
+    ({token: id}, kept under ``_added_tokens_json`` for :meth:`BaseTokenizer._restore`) into ``config``."""
+    path = directory / SPECIAL_TOKENS_MAP_FILE
+    if path.is_file():
+        specials = _read_json(path)
+        if not isinstance(specials, dict):
+            raise ValueError(f"{path}: expected a JSON object of special tokens")
+        for key, value in specials.items():
+            if key in SPECIAL_TOKEN_ATTRS or key in ("additional_special_tokens", "extra_special_tokens"):
+                config[key] = value
+    path = directory / ADDED_TOKENS_FILE
+    if path.is_file():
+        added = _read_json(path)
+        if not isinstance(added, dict) or not all(
+            isinstance(t, str) and isinstance(i, int) and not isinstance(i, bool) for t, i in added.items()
+        ):
+            raise ValueError(f"{path}: expected a JSON object mapping tokens to integer ids")
+        config["_added_tokens_json"] = added
+
+
+def _read_tokenizer_json(path: Path) -> Dict[str, Any]:
+    """``tokenizer.json`` as a dict the installed ``tokenizers`` reads: merges saved as ``[a, b]`` pairs (the
+    format of tokenizers >= 0.20, written by transformers 5) become the ``"a b"`` strings every version reads."""
+    data = _read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise ValueError(f"{path}: expected a tokenizers JSON object with a 'model' entry")
+    merges = data["model"].get("merges")
+    if isinstance(merges, list):
+        joined = []
+        for n, merge in enumerate(merges):
+            if isinstance(merge, list):
+                if len(merge) != 2 or not all(isinstance(p, str) and p and " " not in p for p in merge):
+                    raise ValueError(f"{path}: model.merges[{n}] = {merge!r} is not a pair of symbols without spaces")
+                merge = f"{merge[0]} {merge[1]}"
+            elif not isinstance(merge, str):
+                raise ValueError(f"{path}: model.merges[{n}] = {merge!r} is neither a pair nor a string")
+            joined.append(merge)
+        data["model"]["merges"] = joined
+    return data
+
+
+def _detect_from_tokenizer_json(path: Path) -> Type[BaseTokenizer]:
+    model = _read_tokenizer_json(path)["model"]
+    kind = model.get("type")
+    if kind == "WordPiece":
+        return BertTokenizer
+    if kind == "BPE":
+        return OpenAIGPTTokenizer if model.get("end_of_word_suffix") == OpenAIGPTTokenizer.SUFFIX else GPT2Tokenizer
+    raise ValueError(f"{path}: model type {kind!r} is not supported (BPE or WordPiece)")
+
+
 def _detect_class(directory: Path) -> Type[BaseTokenizer]:
+    if (directory / TOKENIZER_FILE).is_file():
+        return _detect_from_tokenizer_json(directory / TOKENIZER_FILE)
     if (directory / CharTokenizer.VOCAB_FILE).is_file():
         return CharTokenizer
     if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():

@@ -118,7 +118,7 @@ def test_train_compiles_once_learns_and_checkpoints(tmp_path):
     assert (tmp_path / "loss.png").stat().st_size > 1000
 
 
-def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
+def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, capsys):
     full, _ = _trainer(tmp_path / "full", steps=30)
     full.train()
     reference = {r["step"]: r["loss"] for r in full.history if "loss" in r}
@@ -128,7 +128,11 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
         killed.train()
     assert killed.step == 23  # died after the checkpoint at step 20
     resumed, lm = _trainer(tmp_path / "resumed", steps=30, resume="auto")
+    capsys.readouterr()
     resumed.train()
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("resumed from")]
+    assert said == [f"resumed from checkpoint {tmp_path / 'resumed' / 'checkpoint-20'} at step 20 "
+                    "(training to step 30)"]  # disable_tqdm=True here: the line does not depend on the bar
     got = {r["step"]: r["loss"] for r in resumed.history if "loss" in r}
     for step in range(21, 31):
         assert got[step] == pytest.approx(reference[step], abs=1e-6), step

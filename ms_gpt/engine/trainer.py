@@ -409,6 +409,9 @@ class Trainer:
         self.best_metric, self.best_step = state.get("best_metric"), state.get("best_step")
         self.history = list(state.get("log_history", []))
         self.train_source.load_state_dict(state["data_state"])
+        if self.device.is_main:  # one line, bar or no bar, so a log shows where the run picked up
+            print(f"resumed from checkpoint {os.path.abspath(checkpoint)} at step {self.step} "
+                  f"(training to step {self.total_steps})", flush=True)
 
     def plot_losses(self) -> Optional[str]:
         from matplotlib.figure import Figure  # no pyplot: leaves a notebook's inline backend alone

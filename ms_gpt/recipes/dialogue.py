@@ -32,46 +32,62 @@ PADDINGS = ("auto", "max_length", "dynamic")
 class DialogueArguments(TrainingArguments):
     """Dialogue fine-tuning options on top of the engine's TrainingArguments."""
 
-    task: str = "dialogue"
-    train_files: list[str] = field(default_factory=lambda: ["data/chinese-chitchat"])  # *.yml files or dirs
-    model_name_or_path: Optional[str] = None  # HF / ms_gpt model dir; None = a new small GPT-2 (BERT vocab)
-    tokenizer: str = "bert-base-chinese"  # used when training from scratch
-    trim_vocab: bool = False  # from scratch: keep only the BERT tokens the data uses (a much cheaper output layer)
-    max_seq_length: int = 64
-    long_dialogues: str = "truncate"  # drop | truncate (keep the leading whole turns that fit)
-    padding: str = "auto"  # auto (max_length on Ascend or with gradient accumulation, else dynamic) | ...
-    pad_to_multiple_of: int = 16  # dynamic padding rounds the batch length up to this (fewer recompiles)
-    validation_fraction: float = 0.1
-    split_seed: int = 0  # the held-out split depends on this only, so runs with other seeds stay comparable
+    task: str = field(default="dialogue", metadata={"help": "task format of the data"})
+    train_files: list[str] = field(default_factory=lambda: ["data/chinese-chitchat"],
+        metadata={"help": "chit-chat *.yml files or directories holding them"})
+    model_name_or_path: Optional[str] = field(
+        default=None, metadata={"help": "HF / ms_gpt model dir; None = a new small GPT-2 (BERT vocab)"})
+    tokenizer: str = field(default="bert-base-chinese",
+        metadata={"help": "tokenizer of a model trained from scratch (bundled name or directory)"})
+    trim_vocab: bool = field(default=False,
+        metadata={"help": "from scratch: keep only the BERT tokens the data uses (a much cheaper output layer)"})
+    max_seq_length: int = field(default=64, metadata={"help": "tokens per example after truncation"})
+    long_dialogues: str = field(default="truncate",
+        metadata={"help": "over-long dialogues: drop | truncate (keep the leading whole turns that fit)"})
+    padding: str = field(default="auto",
+        metadata={"help": "auto (max_length on Ascend or with accumulation, else dynamic) | max_length | dynamic"})
+    pad_to_multiple_of: int = field(
+        default=16, metadata={"help": "dynamic padding rounds the batch length up to this (fewer recompiles)"})
+    validation_fraction: float = field(
+        default=0.1, metadata={"help": "fraction of the conversations held out for evaluation"})
+    split_seed: int = field(
+        default=0, metadata={"help": "seed of the held-out split only (runs with other seeds stay comparable)"})
     # model shape when training from scratch
-    n_positions: int = 64  # raised to max_seq_length / pretrain_block_size when smaller
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.1
+    n_positions: int = field(default=64,
+        metadata={"help": "from scratch: positions (raised to max_seq_length / pretrain_block_size when smaller)"})
+    n_layer: int = field(default=4, metadata={"help": "from scratch: transformer blocks"})
+    n_head: int = field(default=4, metadata={"help": "from scratch: attention heads"})
+    n_embd: int = field(default=128, metadata={"help": "from scratch: hidden size"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout of residual, embedding and attention"})
     # optional pretraining on plain Chinese text (one document per line) before the dialogues
-    pretrain_files: list[str] = field(default_factory=list)
-    pretrain_max_lines: int = 0  # 0 = every line
-    pretrain_steps: int = 300
-    pretrain_learning_rate: float = 1e-3
-    pretrain_block_size: int = 0  # 0 = max_seq_length
-    pretrain_eval_iters: int = 10
+    pretrain_files: list[str] = field(default_factory=list,
+        metadata={"help": "plain-text files (one document per line) to pretrain on before the dialogues"})
+    pretrain_max_lines: int = field(default=0, metadata={"help": "pretraining lines read (0 = every line)"})
+    pretrain_steps: int = field(default=300, metadata={"help": "steps of that pretraining"})
+    pretrain_learning_rate: float = field(default=1e-3, metadata={"help": "learning rate of that pretraining"})
+    pretrain_block_size: int = field(default=0, metadata={"help": "pretraining window length (0 = max_seq_length)"})
+    pretrain_eval_iters: int = field(default=10, metadata={"help": "batches per evaluation during that pretraining"})
     # scripted chat evaluation on held-out first turns
-    chat_samples: int = 8
-    chat_max_new_tokens: int = 24
-    chat_repetition_penalty: float = 1.2
+    chat_samples: int = field(
+        default=8, metadata={"help": "held-out first turns answered in the scripted chat evaluation"})
+    chat_max_new_tokens: int = field(default=24, metadata={"help": "max new tokens per reply in the chat evaluation"})
+    chat_repetition_penalty: float = field(default=1.2, metadata={"help": "repetition penalty in the chat evaluation"})
     # fine-tuning defaults: a few epochs rather than a fixed step count
     max_steps: int = -1
-    num_train_epochs: float = 5.0
-    learning_rate: float = 5e-4
+    num_train_epochs: float = field(
+        default=5.0, metadata={"help": "epochs over the training data when max_steps is -1"})
+    learning_rate: float = field(default=5e-4, metadata={"help": "peak learning rate of AdamW"})
     lr_scheduler_type: str = "linear"
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.01
-    per_device_train_batch_size: int = 16
-    per_device_eval_batch_size: int = 32
+    warmup_ratio: float = field(default=0.05, metadata={"help": "fraction of the steps used for linear warmup"})
+    weight_decay: float = field(
+        default=0.01, metadata={"help": "AdamW decoupled weight decay (not applied to biases and LayerNorm)"})
+    per_device_train_batch_size: int = field(
+        default=16, metadata={"help": "training batch size per device (per micro-batch)"})
+    per_device_eval_batch_size: int = field(default=32, metadata={"help": "evaluation batch size per device"})
     eval_steps: int = 0
     logging_steps: int = 10
-    output_dir: str = "runs/gpt2_chitchat_zh"
+    output_dir: str = field(default="runs/gpt2_chitchat_zh",
+        metadata={"help": "directory for checkpoints, metrics.jsonl, the final model and tokenizer"})
 
     def __post_init__(self) -> None:
         if self.task != "dialogue":

@@ -11,7 +11,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -32,48 +32,74 @@ DEFAULT_TEXT_COLUMNS = {"classification": ["text"], "entailment": ["premise", "h
 
 @dataclass
 class FinetuneArguments(TrainingArguments):
-    """run_glue-style options on top of the engine's TrainingArguments (defaults: the GPT-1 paper's recipe)."""
+    """run_glue-style options on top of the engine's TrainingArguments (defaults: the GPT-1 paper's recipe).
+    `--task dialogue` trains the dialogue recipe instead; `--task dialogue --help` lists its options."""
 
-    task: str = "classification"  # classification | entailment | similarity | multiple_choice | dialogue
-    model_name_or_path: Optional[str] = None  # HF dir / hub name / ms_gpt checkpoint; None = from scratch
-    tokenizer: str = "gpt2"  # from scratch (or a checkpoint without one): char | gpt2 | a tokenizer directory
-    model_type: str = "gpt2"  # from scratch: gpt2 | openai-gpt
-    n_layer: int = 2
-    n_head: int = 2
-    n_embd: int = 64
-    dropout: Optional[float] = None  # None = the checkpoint's dropout (0.1 from scratch)
-    train_file: Optional[str] = None  # csv/tsv/json/jsonl/txt(.bz2/.gz), "a.txt,b.txt", aclImdb .tar.gz or URL
-    validation_file: Optional[str] = None
-    test_file: Optional[str] = None
-    dataset_name: Optional[str] = None  # a hub dataset read through mindnlp's load_dataset (online)
-    dataset_validation_split: str = "validation"
-    dataset_test_split: Optional[str] = None
-    text_column: Optional[str] = None
-    text_columns: Optional[list[str]] = None
-    label_column: str = "label"
-    label_list: Optional[list[str]] = None  # the label set in index order; None = sorted labels of train_file
-    drop_labels: Optional[list[str]] = None  # rows with these labels are skipped (e.g. "plot" in rotten tomatoes)
-    max_seq_length: int = 128
-    padding: str = "auto"  # max_length | dynamic | bucket | auto
-    lm_coef: float = 0.0  # auxiliary LM loss weight (GPT-1: 0.5)
-    train_subset_fraction: float = 1.0  # seeded random subset of the training examples
-    max_train_samples: Optional[int] = None
-    max_eval_samples: Optional[int] = None
-    validation_split: float = 0.0  # held out of train_file when no validation_file is given
-    test_split: float = 0.0  # held out of train_file when no test_file is given
-    evaluation_strategy: str = "epoch"  # no | steps (every eval_steps) | epoch
-    save_strategy: str = "epoch"  # no | steps (every save_steps) | epoch
-    load_best_model_at_end: bool = True
-    metric_for_best_model: str = "accuracy"  # accuracy | f1 | loss
-    trainer: str = "ms_gpt"  # ms_gpt (compiled engine) | mindnlp (mindnlp's Trainer, PyNative)
+    task: str = field(default="classification",
+        metadata={"help": "task format: classification | entailment | similarity | multiple_choice | dialogue"})
+    model_name_or_path: Optional[str] = field(
+        default=None, metadata={"help": "HF dir / hub name / ms_gpt checkpoint; None = from scratch"})
+    tokenizer: str = field(default="gpt2",
+        metadata={"help": "from scratch (or a checkpoint without one): char | gpt2 | a tokenizer directory"})
+    model_type: str = field(default="gpt2", metadata={"help": "from scratch: gpt2 | openai-gpt"})
+    n_layer: int = field(default=2, metadata={"help": "from scratch: transformer blocks"})
+    n_head: int = field(default=2, metadata={"help": "from scratch: attention heads"})
+    n_embd: int = field(default=64, metadata={"help": "from scratch: hidden size"})
+    dropout: Optional[float] = field(
+        default=None, metadata={"help": "dropout (None = the checkpoint's, 0.1 from scratch)"})
+    train_file: Optional[str] = field(
+        default=None, metadata={"help": "csv/tsv/json/jsonl/txt(.bz2/.gz), \"a.txt,b.txt\", aclImdb .tar.gz or URL"})
+    validation_file: Optional[str] = field(
+        default=None, metadata={"help": "validation data (same formats as train_file)"})
+    test_file: Optional[str] = field(default=None, metadata={"help": "test data (same formats as train_file)"})
+    dataset_name: Optional[str] = field(
+        default=None, metadata={"help": "a hub dataset read through mindnlp's load_dataset (online)"})
+    dataset_validation_split: str = field(
+        default="validation", metadata={"help": "split of dataset_name used for validation"})
+    dataset_test_split: Optional[str] = field(
+        default=None, metadata={"help": "split of dataset_name used for testing (None = no test)"})
+    text_column: Optional[str] = field(default=None, metadata={"help": "column holding the text (one-text tasks)"})
+    text_columns: Optional[list[str]] = field(
+        default=None, metadata={"help": "columns holding the texts, comma-separated (two-text tasks, multiple choice)"})
+    label_column: str = field(default="label", metadata={"help": "column holding the label"})
+    label_list: Optional[list[str]] = field(
+        default=None, metadata={"help": "the label set in index order; None = sorted labels of train_file"})
+    drop_labels: Optional[list[str]] = field(
+        default=None, metadata={"help": "rows with these labels are skipped (e.g. \"plot\" in rotten tomatoes)"})
+    max_seq_length: int = field(default=128, metadata={"help": "tokens per example after truncation"})
+    padding: str = field(default="auto",
+        metadata={"help": "batch padding policy: max_length | dynamic | bucket | auto"})
+    lm_coef: float = field(default=0.0, metadata={"help": "auxiliary LM loss weight (GPT-1: 0.5)"})
+    train_subset_fraction: float = field(
+        default=1.0, metadata={"help": "seeded random subset of the training examples"})
+    max_train_samples: Optional[int] = field(default=None, metadata={"help": "use at most this many training examples"})
+    max_eval_samples: Optional[int] = field(
+        default=None, metadata={"help": "use at most this many evaluation examples"})
+    validation_split: float = field(default=0.0,
+        metadata={"help": "fraction of train_file held out for validation when no validation_file is given"})
+    test_split: float = field(default=0.0,
+        metadata={"help": "fraction of train_file held out for testing when no test_file is given"})
+    evaluation_strategy: str = field(default="epoch",
+        metadata={"help": "when to evaluate: no | steps (every eval_steps) | epoch"})
+    save_strategy: str = field(default="epoch",
+        metadata={"help": "when to checkpoint: no | steps (every save_steps) | epoch"})
+    load_best_model_at_end: bool = field(
+        default=True, metadata={"help": "reload the best checkpoint (metric_for_best_model) when training ends"})
+    metric_for_best_model: str = field(default="accuracy",
+        metadata={"help": "metric that picks the best checkpoint: accuracy | f1 | loss"})
+    trainer: str = field(default="ms_gpt",
+        metadata={"help": "training loop: ms_gpt (compiled engine) | mindnlp (mindnlp's Trainer, PyNative)"})
     # engine defaults changed for fine-tuning (GPT-1 paper: lr 6.25e-5, batch 32, 3 epochs, linear decay)
-    max_steps: int = -1  # -1 = num_train_epochs
-    num_train_epochs: float = 3.0
-    per_device_train_batch_size: int = 32
-    learning_rate: float = 6.25e-5
+    max_steps: int = field(default=-1, metadata={"help": "optimizer steps to train; -1 = derive from num_train_epochs"})
+    num_train_epochs: float = field(
+        default=3.0, metadata={"help": "epochs over the training data when max_steps is -1"})
+    per_device_train_batch_size: int = field(
+        default=32, metadata={"help": "training batch size per device (per micro-batch)"})
+    learning_rate: float = field(default=6.25e-5, metadata={"help": "peak learning rate of AdamW"})
     lr_scheduler_type: str = "linear"
-    warmup_ratio: float = 0.002
-    weight_decay: float = 0.01
+    warmup_ratio: float = field(default=0.002, metadata={"help": "fraction of the steps used for linear warmup"})
+    weight_decay: float = field(
+        default=0.01, metadata={"help": "AdamW decoupled weight decay (not applied to biases and LayerNorm)"})
     logging_steps: int = 10
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -21,20 +21,26 @@ from ..paths import resolve_path
 class PretrainArguments(TrainingArguments):
     """Pretraining options: data, tokenizer and model shape on top of the engine's TrainingArguments."""
 
-    train_file: str = "data/tinyshakespeare/input.txt"  # a local UTF-8 text file, or an http(s) URL
-    tokenizer: str = "char"  # char | gpt2 | a tokenizer directory
-    train_fraction: float = 0.9
-    block_size: int = 32
-    model_type: str = "gpt2"
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 64
-    dropout: float = 0.0
-    init_from: Optional[str] = None  # None = from scratch; else an HF / ms_gpt model dir to continue from
-    sample_tokens: int = 300  # characters / tokens sampled from the model at the end (0 = none)
-    sample_prompt: str = "\n"
-    sample_temperature: float = 1.0
-    sample_top_k: int = 0
+    train_file: str = field(
+        default="data/tinyshakespeare/input.txt", metadata={"help": "a local UTF-8 text file, or an http(s) URL"})
+    tokenizer: str = field(default="char",
+        metadata={"help": "char | gpt2 | gpt2:N (first N merges) | a tokenizer directory"})
+    train_fraction: float = field(
+        default=0.9, metadata={"help": "fraction of the corpus used for training (the rest is validation)"})
+    block_size: int = field(default=32, metadata={"help": "tokens per training window"})
+    model_type: str = field(
+        default="gpt2", metadata={"help": "gpt2 | openai-gpt (network of a model built from scratch)"})
+    n_layer: int = field(default=4, metadata={"help": "from scratch: transformer blocks"})
+    n_head: int = field(default=4, metadata={"help": "from scratch: attention heads"})
+    n_embd: int = field(default=64, metadata={"help": "from scratch: hidden size"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout of residual, embedding and attention"})
+    init_from: Optional[str] = field(
+        default=None, metadata={"help": "an HF / ms_gpt model directory to continue from (None = from scratch)"})
+    sample_tokens: int = field(
+        default=300, metadata={"help": "characters / tokens sampled from the model at the end (0 = none)"})
+    sample_prompt: str = field(default="\n", metadata={"help": "prompt of that sample"})
+    sample_temperature: float = field(default=1.0, metadata={"help": "temperature of that sample"})
+    sample_top_k: int = field(default=0, metadata={"help": "top-k of that sample (0 = off)"})
 
 
 ALIASES = {"data_url": "train_file", "train_url": "output_dir", "max_iters": "max_steps",

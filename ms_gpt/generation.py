@@ -370,14 +370,26 @@ def generation_config(model) -> dict:
         config = model.config
         saved = {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id,
                  "pad_token_id": config.pad_token_id}
+    unsupported = {k: saved[k] for k, off in _UNSUPPORTED_GENERATION.items() if saved.get(k) not in (None, off)}
+    if unsupported:
+        warnings.warn(f"generate: generation_config.json sets {unsupported}, which ms_gpt does not implement; "
+                      "ignored", stacklevel=3)
     return {k: saved[k] for k in GENERATION_CONFIG_KEYS if saved.get(k) is not None}
+
+
+# HF decoding strategies / processors a generation_config.json may switch on, with their "off" value
+_UNSUPPORTED_GENERATION = {"num_beams": 1, "num_beam_groups": 1, "penalty_alpha": None, "no_repeat_ngram_size": 0,
+                           "typical_p": 1.0, "min_p": None, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
+                           "bad_words_ids": None, "force_words_ids": None, "min_length": 0,
+                           "forced_eos_token_id": None, "forced_bos_token_id": None, "length_penalty": 1.0}
 
 
 def resolve_generation_options(model, prompt_width: int, **explicit) -> dict:
     """generate()'s settings: explicit arguments (not None) win, then the checkpoint's generation config, then
     GENERATION_DEFAULTS. `max_length` (prompt width + new tokens, as in HF) counts only when no max_new_tokens is set
     at the same level; eos ids (and a saved pad id) outside the vocabulary are dropped with a warning; pad falls
-    back to the first eos, then 0. Returns every GENERATION_DEFAULTS key plus `eos_token_id` (a list) and `pad_token_id`."""
+    back to the first eos, then 0. Returns every GENERATION_DEFAULTS key plus `eos_token_id` (a list) and
+    `pad_token_id`."""
     saved = generation_config(model)
     vocab_size = model.config.vocab_size
     out = {}
@@ -420,9 +432,10 @@ def generate(model, input_ids: IdsLike, attention_mask=None, max_new_tokens: Opt
     Every option left as None comes from the checkpoint's generation_config.json when it sets it (as in HF: eos/pad
     ids, max_new_tokens or max_length = prompt + new tokens, do_sample, temperature, top_k, top_p, ...), else from
     GENERATION_DEFAULTS (20 new tokens, greedy); see `resolve_generation_options`. Without generation_config.json
-    the eos/pad ids are config.json's (pad falls back to eos, then 0); ids outside the vocabulary are ignored with a
-    warning. Pass `eos_token_id=[]` to never stop early. `do_sample=False` is greedy; sampling applies temperature, top-k (0 = off)
-    and top-p (1 = off) and draws with numpy's Generator(seed), so a seed reproduces the output exactly.
+    the eos/pad ids are config.json's (pad falls back to eos, then 0); eos ids outside the vocabulary are ignored
+    with a warning. Pass `eos_token_id=[]` to never stop early. `do_sample=False` is greedy; sampling applies
+    temperature, top-k (0 = off) and top-p (1 = off) and draws with numpy's Generator(seed), so a seed reproduces
+    the output exactly.
     `repetition_penalty` (>1 discourages) divides positive / multiplies negative logits of tokens already in the row.
     `min_new_tokens` bans eos for that many steps. `use_cache=False` recomputes the whole sequence each step (the
     reference path). `on_token` is called with each step's new tokens [B] (for streaming).

@@ -582,7 +582,7 @@ class _BackendTokenizer(BaseTokenizer):
         return {i: (t.content, t.special) for i, t in self._backend.get_added_tokens_decoder().items()}
 
     def _pipeline_files(self) -> Dict[str, str]:
-        return {TOKENIZER_FILE: self._backend.to_str(pretty=True) + "\n"}
+        return {TOKENIZER_FILE: self._backend.to_str(pretty=False) + "\n"}  # compact: 1.3 MB for GPT-2
 
     # ----------------------------------------------------------------- tokenizer.json
     MODEL_TYPE: ClassVar[str]  # the ``model.type`` of a tokenizer.json this class reads

@@ -199,3 +199,6 @@ def test_generation_config_json_is_honoured_and_explicit_arguments_win(tmp_path)
     model.save_pretrained(str(tmp_path / "saved"))  # the generation config travels with the model, as in HF
     saved = json.loads((tmp_path / "saved" / "generation_config.json").read_text())
     assert saved == json.loads((d / "generation_config.json").read_text())
+    model.__dict__["generation_config"] = {**saved, "num_beams": 4}  # a strategy ms_gpt lacks: said, not hidden
+    with pytest.warns(UserWarning, match=r"sets \{'num_beams': 4\}, which ms_gpt does not implement"):
+        assert generate(model, ref["prompt_ids"])[0].tolist() == ref["greedy_ids"]

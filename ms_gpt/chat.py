@@ -38,8 +38,7 @@ def main(argv=None) -> None:
     tokenizer = load_tokenizer(args.model)
     model = GPTLMHeadModel.from_pretrained(args.model)
     options = args.generate_kwargs()
-    for key in ("max_new_tokens", "eos_token_id", "max_length", "min_new_tokens"):  # a reply: 1+ tokens up to [SEP]
-        options.pop(key, None)
+    options.pop("max_new_tokens", None)  # per reply; a reply runs from 1 token to the next [SEP]
     max_new_tokens = args.max_new_tokens or generation_config(model).get("max_new_tokens", 32)
     session = ChatSession(model, tokenizer, max_history=args.max_history, max_new_tokens=max_new_tokens, **options)
     interactive = sys.stdin.isatty()

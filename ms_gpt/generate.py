@@ -9,7 +9,7 @@ if __package__ in (None, ""):  # launched as a file: import from the project roo
 
 from ms_gpt.cli import run  # noqa: E402
 from ms_gpt.config import parse_config  # noqa: E402
-from ms_gpt.generation import GenerationArguments, generate_text  # noqa: E402
+from ms_gpt.generation import FROM_GENERATION_CONFIG, GenerationArguments, generate_text  # noqa: E402
 
 
 @dataclass
@@ -18,6 +18,13 @@ class GenerateArguments(GenerationArguments):
     checkpoint's generation_config.json values, else greedy decoding of 50 new tokens."""
 
     prompt: str = field(default="", metadata={"help": "text to continue (empty = start from the BOS/EOS token)"})
+    max_length: Optional[int] = field(
+        default=None, metadata={"help": "prompt + new tokens, HF's max_length (used when max_new_tokens is unset)"})
+    min_new_tokens: Optional[int] = field(
+        default=None, metadata={"help": "no eos before this many new tokens (" + FROM_GENERATION_CONFIG + "0)"})
+    eos_token_id: Optional[int] = field(
+        default=None, metadata={"help": "id that ends a continuation (None = the checkpoint's; [SEP] for a BERT "
+                                        "vocabulary)"})
     num_return_sequences: Optional[int] = field(
         default=None, metadata={"help": "continuations per prompt (None = generation_config.json's, else 1)"})
 

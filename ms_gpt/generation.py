@@ -545,34 +545,29 @@ def generate_text(model, tokenizer, prompt: str, max_new_tokens: Optional[int] =
 
 
 # ---- command-line options shared by `python -m ms_gpt.generate` and `python -m ms_gpt.chat` ----------------------
-_FROM_CHECKPOINT = "None = generation_config.json's value, else "
+FROM_GENERATION_CONFIG = "None = generation_config.json's value, else "  # the help text of options it can set
 
 
 @dataclass
 class GenerationArguments:
-    """Decoding options; one left unset takes the checkpoint's generation_config.json value, else the default named."""
+    """Decoding options of `python -m ms_gpt.generate` and `python -m ms_gpt.chat`; one left unset takes the
+    checkpoint's generation_config.json value, else the default named."""
 
     model: Optional[str] = field(
         default=None, metadata={"help": "model directory with config.json, weights and tokenizer files (required)"})
     max_new_tokens: Optional[int] = field(
-        default=None, metadata={"help": "tokens to generate (" + _FROM_CHECKPOINT + "the command's default)"})
-    max_length: Optional[int] = field(
-        default=None, metadata={"help": "prompt + new tokens, HF's max_length (used when max_new_tokens is unset)"})
-    min_new_tokens: Optional[int] = field(
-        default=None, metadata={"help": "no eos before this many new tokens (" + _FROM_CHECKPOINT + "0)"})
+        default=None, metadata={"help": "tokens to generate (" + FROM_GENERATION_CONFIG + "the command's default)"})
     do_sample: Optional[bool] = field(
-        default=None, metadata={"help": "sample instead of greedy decoding (" + _FROM_CHECKPOINT + "greedy)"})
+        default=None, metadata={"help": "sample instead of greedy decoding (" + FROM_GENERATION_CONFIG + "greedy)"})
     temperature: Optional[float] = field(
-        default=None, metadata={"help": "sampling temperature (" + _FROM_CHECKPOINT + "1.0)"})
+        default=None, metadata={"help": "sampling temperature (" + FROM_GENERATION_CONFIG + "1.0)"})
     top_k: Optional[int] = field(
-        default=None, metadata={"help": "sample among the k most likely tokens (" + _FROM_CHECKPOINT + "0 = all)"})
+        default=None,
+        metadata={"help": "sample among the k most likely tokens (" + FROM_GENERATION_CONFIG + "0 = all)"})
     top_p: Optional[float] = field(
-        default=None, metadata={"help": "nucleus sampling mass (" + _FROM_CHECKPOINT + "1.0 = off)"})
+        default=None, metadata={"help": "nucleus sampling mass (" + FROM_GENERATION_CONFIG + "1.0 = off)"})
     repetition_penalty: Optional[float] = field(
-        default=None, metadata={"help": ">1 discourages repeats (" + _FROM_CHECKPOINT + "1.0 = off)"})
-    eos_token_id: Optional[int] = field(
-        default=None, metadata={"help": "id that ends a continuation (None = the checkpoint's / [SEP] for a BERT "
-                                        "vocabulary)"})
+        default=None, metadata={"help": ">1 discourages repeats (" + FROM_GENERATION_CONFIG + "1.0 = off)"})
     seed: Optional[int] = field(default=None, metadata={"help": "seed of the sampler (same seed, same text)"})
     use_cache: bool = field(default=True, metadata={"help": "decode with the static KV cache (False = recompute)"})
     device_target: str = field(default="auto", metadata={"help": "device: auto | CPU | GPU | Ascend"})

@@ -388,6 +388,8 @@ class BaseTokenizer(ABC):
         }
         # transformers 5 writes the list as "extra_special_tokens"
         listed = config.get("additional_special_tokens") or config.get("extra_special_tokens") or []
+        if isinstance(listed, dict):  # transformers 4.x's extra_special_tokens: {attribute name: token}
+            listed = list(listed.values())
         extra = [_token_content(t, f"{config_path}: additional_special_tokens") for t in listed]
         for token in [*named.values(), *extra]:
             if self._token_to_id(token) is None:
@@ -930,12 +932,17 @@ def _load(path_or_name: PathLike, expected: Optional[Type[BaseTokenizer]]) -> Ba
 
     _merge_legacy_files(directory, config)
     name = config.get("tokenizer_class")
+    named_in = config_path
+    if name is None and (directory / "config.json").is_file():  # as HF's AutoTokenizer: the model config may name it
+        data = _read_json(directory / "config.json")
+        name = data.get("tokenizer_class") if isinstance(data, dict) else None
+        named_in = directory / "config.json"
     if name in _GENERIC_CLASSES and (directory / TOKENIZER_FILE).is_file():
         name = None
     if name is not None:
         if name not in _CLASSES:
             raise ValueError(
-                f"{config_path}: tokenizer_class {name!r} is not supported; known: {', '.join(sorted(_CLASSES))}"
+                f"{named_in}: tokenizer_class {name!r} is not supported; known: {', '.join(sorted(_CLASSES))}"
             )
         cls = _CLASSES[name]
     else:

@@ -90,6 +90,23 @@ def test_save_pretrained_round_trips_in_both_layouts(name, tmp_path):
     assert_matches_hf(load_tokenizer(legacy), ref, "legacy files only")
 
 
+def test_class_from_the_model_config_or_from_tokenizer_json(tmp_path):
+    uer = tmp_path / "uer"  # uer's snapshot: vocab.txt, the class named only in config.json
+    uer.mkdir()
+    for name in ("config.json", "vocab.txt"):
+        shutil.copy(HUB / "models" / "zh-v4" / name, uer)
+    tok = load_tokenizer(uer)
+    assert isinstance(tok, BertTokenizer)
+    assert [tok.encode(t) for t in TEXTS.values()] == list(REFERENCE["models/zh-v4"]["ids"].values())
+    generic = tmp_path / "generic"  # a tokenizer.json with the catch-all class name: the class follows the file
+    generic.mkdir()
+    shutil.copy(HUB / "tokenizers" / "gpt1-v5" / "tokenizer.json", generic)
+    (generic / "tokenizer_config.json").write_text('{"tokenizer_class": "PreTrainedTokenizerFast"}')
+    tok = load_tokenizer(generic)
+    assert type(tok).__name__ == "OpenAIGPTTokenizer"
+    assert [tok.encode(t) for t in TEXTS.values()] == list(REFERENCE["tokenizers/gpt1-v5"]["ids"].values())
+
+
 def test_tokenizer_json_layout_errors_name_the_file(tmp_path):
     d = tmp_path / "bad"
     shutil.copytree(HUB / "tokenizers" / "gpt2-v5", d)

@@ -301,7 +301,7 @@ def _program_name() -> str:
 
 
 def format_help(cls, values: Optional[dict[str, Any]] = None, aliases: Optional[dict[str, str]] = None,
-                config_path: Optional[str] = None) -> str:
+                config_path: Optional[str] = None, sources: Optional[dict[str, str]] = None) -> str:
     """`--help` text of dataclass `cls`: every option with its type, default (the --config file's value when one was
     given) and meaning, all taken from the dataclass fields."""
     values = values or {}
@@ -316,7 +316,7 @@ def format_help(cls, values: Optional[dict[str, Any]] = None, aliases: Optional[
     for spec in dataclasses.fields(cls):
         if spec.name in values:
             default = values[spec.name]
-            origin = "from config"
+            origin = "from command line" if (sources or {}).get(spec.name) == "command line" else "from config"
         elif spec.default is not dataclasses.MISSING:
             default, origin = spec.default, "default"
         elif spec.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
@@ -384,7 +384,7 @@ def parse_config(cls, argv: Optional[list[str]] = None, aliases: Optional[dict[s
     for key, value in overrides:
         put(key, value, "command line")
     if want_help:
-        print(format_help(cls, values, aliases, config_path))
+        print(format_help(cls, values, aliases, config_path, sources))
         raise SystemExit(0)
     try:
         return cls(**values)

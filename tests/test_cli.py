@@ -58,7 +58,7 @@ def test_help_with_config_shows_the_config_values(capsys):
     text = _help("finetune", ["--config", "configs/sentiment_rt.yaml", "--help"], capsys)
     assert "--output_dir str  (from config: 'runs/sentiment_rt')" in text
     text = _help("finetune", ["--config", "configs/sentiment_rt.yaml", "--help", "--output_dir=elsewhere"], capsys)
-    assert "--output_dir str  (from config: 'elsewhere')" in text  # command-line values win, as when running
+    assert "--output_dir str  (from command line: 'elsewhere')" in text  # it wins over the file, as when running
     text = _help("finetune", ["--task", "dialogue", "--help"], capsys)  # the dialogue recipe's own options
     assert "--pretrain_files list of str (comma-separated)" in text
 

@@ -31,12 +31,9 @@ def main(argv=None) -> None:
 
     from ms_gpt.device import setup_device
     from ms_gpt.dialogue import ChatSession
-    from ms_gpt.model import GPTLMHeadModel
-    from ms_gpt.tokenizers import load_tokenizer
 
     setup_device(args.device_target)
-    tokenizer = load_tokenizer(args.model)
-    model = GPTLMHeadModel.from_pretrained(args.model)
+    model, tokenizer = args.load()
     options = args.generate_kwargs()
     options.pop("max_new_tokens", None)  # per reply; a reply runs from 1 token to the next [SEP]
     max_new_tokens = args.max_new_tokens or generation_config(model).get("max_new_tokens", 32)

@@ -672,8 +672,10 @@ def load_pretrained(cls, path: str, **config_overrides):
     model = cls(config)
     load_state_dict(model, read_weights(weights_path), strict=True, source=weights_path)
     model.set_train(False)
+    directory = os.path.dirname(os.path.abspath(config_path))
     # generate() reads its defaults (eos/pad ids, max_length, do_sample, ...) from here, as HF's GenerationConfig does
-    model.__dict__["generation_config"] = read_generation_config(os.path.dirname(os.path.abspath(config_path)))
+    model.__dict__["generation_config"] = read_generation_config(directory)
+    model.__dict__["name_or_path"] = directory  # where it came from (a hub name's snapshot): its tokenizer is there
     return model
 
 

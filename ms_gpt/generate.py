@@ -32,15 +32,13 @@ class GenerateArguments(GenerationArguments):
 def main(argv=None) -> list[str]:
     args = parse_config(GenerateArguments, argv)
     if not args.model:
-        raise ValueError("--model is required: a directory with config.json, weights and tokenizer files")
+        raise ValueError("--model is required: a directory with config.json, weights and tokenizer files, or a "
+                         "hub name")
 
     from ms_gpt.device import setup_device
-    from ms_gpt.model import GPTLMHeadModel
-    from ms_gpt.tokenizers import load_tokenizer
 
     setup_device(args.device_target)
-    tokenizer = load_tokenizer(args.model)
-    model = GPTLMHeadModel.from_pretrained(args.model)
+    model, tokenizer = args.load()
     texts = generate_text(model, tokenizer, args.prompt, **args.generate_kwargs())
     for i, text in enumerate(texts):
         if len(texts) > 1:

@@ -554,7 +554,8 @@ class GenerationArguments:
     checkpoint's generation_config.json value, else the default named."""
 
     model: Optional[str] = field(
-        default=None, metadata={"help": "model directory with config.json, weights and tokenizer files (required)"})
+        default=None,
+        metadata={"help": "model directory (config.json, weights, tokenizer files) or hub name (required)"})
     max_new_tokens: Optional[int] = field(
         default=None, metadata={"help": "tokens to generate (" + FROM_GENERATION_CONFIG + "the command's default)"})
     do_sample: Optional[bool] = field(
@@ -571,6 +572,21 @@ class GenerationArguments:
     seed: Optional[int] = field(default=None, metadata={"help": "seed of the sampler (same seed, same text)"})
     use_cache: bool = field(default=True, metadata={"help": "decode with the static KV cache (False = recompute)"})
     device_target: str = field(default="auto", metadata={"help": "device: auto | CPU | GPU | Ascend"})
+
+    def load(self):
+        """(model, tokenizer) of --model: a directory, or a hub name (its snapshot holds both; the bundled GPT-2 /
+        bert-base-chinese tokenizer files serve those names)."""
+        import os
+
+        from .model import GPTLMHeadModel
+        from .tokenizers import BUNDLED_TOKENIZERS, load_tokenizer
+
+        if not self.model:
+            raise ValueError("--model is required: a directory with config.json, weights and tokenizer files, or a "
+                             "hub name")
+        model = GPTLMHeadModel.from_pretrained(self.model)
+        local = os.path.exists(self.model) or self.model in BUNDLED_TOKENIZERS
+        return model, load_tokenizer(self.model if local else model.name_or_path)
 
     def generate_kwargs(self) -> dict:
         """The decoding options that are set, as generate() keyword arguments (model and device aside)."""

@@ -185,6 +185,23 @@ def test_generate_and_chat_commands_on_hub_checkpoints(monkeypatch, capsys):
     assert out == hf_text(bert, zh["chat"]["reply_decoded"]).strip() + "\n"
 
 
+def test_generate_command_takes_a_hub_name(tmp_path, monkeypatch, capsys):
+    """`--model uer/gpt2-chinese-cluecorpussmall`: model and tokenizer come from the hub snapshot (here a local cache
+    holding the transformers 4 save of the uer-style fixture; the endpoint is down, so only the cache can answer)."""
+    repo = tmp_path / "models--uer--gpt2-chinese-cluecorpussmall"
+    shutil.copytree(HUB / "models" / "zh-v4", repo / "snapshots" / ("b" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("b" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    case = EXPECTED["models"]["zh"]["cases"][3]
+    bert = load_tokenizer(HUB / "models" / "zh-v4")
+    out = _run_main(importlib.import_module("ms_gpt.generate"), ["--model", "uer/gpt2-chinese-cluecorpussmall",
+                                                                 "--prompt", case["prompt"], "--max_new_tokens=20"],
+                    capsys=capsys)
+    assert out == case["prompt"] + hf_text(bert, case["continuation_decoded"]) + "\n"
+
+
 def test_generate_command_on_the_uer_layout_gives_hf_text():
     case = EXPECTED["models"]["zh"]["cases"][1]
     bert = load_tokenizer(HUB / "models" / "zh-v5")

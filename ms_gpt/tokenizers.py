@@ -129,6 +129,9 @@ class BaseTokenizer(ABC):
         """file name -> content of files describing the whole pipeline (``tokenizer.json``), if the class has one."""
         return {}
 
+    def _apply_config(self, config: Dict[str, Any], config_path: Path) -> None:
+        """Options of ``tokenizer_config.json`` that change the pipeline (they win over ``tokenizer.json``, as in HF)."""
+
     @classmethod
     @abstractmethod
     def _from_files(cls: Type[T], directory: Path, config: Dict[str, Any]) -> T:
@@ -714,6 +717,24 @@ class GPT2Tokenizer(_BPETokenizer):
                       config: Dict[str, Any], path: Path) -> "GPT2Tokenizer":
         return cls(vocab, merges, _backend=backend)
 
+    def _byte_level_state(self) -> Dict[str, Any]:
+        pre = self._backend.pre_tokenizer
+        state = json.loads(pre.__getstate__()) if pre is not None else {}
+        return state if state.get("type") == "ByteLevel" else {}
+
+    def _apply_config(self, config: Dict[str, Any], config_path: Path) -> None:
+        # add_prefix_space (default false) decides, whatever tokenizer.json says (HF 4 and 5 do the same)
+        want = config.get("add_prefix_space", False)
+        if not isinstance(want, bool):
+            raise ValueError(f"{config_path}: add_prefix_space must be true or false, got {want!r}")
+        state = self._byte_level_state()
+        if state and state.get("add_prefix_space") != want:
+            state.pop("type")
+            self._backend.pre_tokenizer = pre_tokenizers.ByteLevel(**{**state, "add_prefix_space": want})
+
+    def _extra_config(self) -> Dict[str, Any]:
+        return {"add_prefix_space": bool(self._byte_level_state().get("add_prefix_space", False))}
+
 
 class OpenAIGPTTokenizer(_BPETokenizer):
     """GPT-1 (openai-gpt) BPE: lower-cased, BERT-style pre-tokenisation, ``</w>`` marks the end of a word.
@@ -834,8 +855,37 @@ class BertTokenizer(_BackendTokenizer):
     def _vocab_files(self) -> Dict[str, str]:
         return {self.VOCAB_FILE: "".join(t + "\n" for t in _ordered_tokens(self._vocab, "vocab"))}
 
+    # tokenizer_config.json key -> (BertNormalizer field, HF's default when the key is absent)
+    NORMALIZER_OPTIONS = {"do_lower_case": ("lowercase", True), "strip_accents": ("strip_accents", None),
+                          "tokenize_chinese_chars": ("handle_chinese_chars", True)}
+
+    def _normalizer_state(self) -> Dict[str, Any]:
+        normalizer = self._backend.normalizer
+        state = json.loads(normalizer.__getstate__()) if normalizer is not None else {}
+        return state if state.get("type") == "BertNormalizer" else {}
+
+    def _apply_config(self, config: Dict[str, Any], config_path: Path) -> None:
+        # as HF's BERT tokenizers: these options (or their defaults) rebuild a tokenizer.json normaliser that differs
+        state = self._normalizer_state()
+        if not state:
+            return
+        want = {}
+        for key, (name, default) in self.NORMALIZER_OPTIONS.items():
+            value = config.get(key, default)
+            if value is not None and not isinstance(value, bool):
+                raise ValueError(f"{config_path}: {key} must be true, false or null, got {value!r}")
+            want[name] = value
+        if any(state.get(name) != value for name, value in want.items()):
+            state.pop("type")
+            self._backend.normalizer = normalizers.BertNormalizer(**{**state, **want})
+        self.do_lower_case = bool(want["lowercase"])
+
     def _extra_config(self) -> Dict[str, Any]:
-        return {"do_lower_case": self.do_lower_case}
+        state = self._normalizer_state()
+        out: Dict[str, Any] = {"do_lower_case": self.do_lower_case}
+        if state:
+            out.update({key: state.get(name) for key, (name, _) in self.NORMALIZER_OPTIONS.items()})
+        return out
 
     @classmethod
     def _from_files(cls, directory: Path, config: Dict[str, Any]) -> "BertTokenizer":
@@ -953,6 +1003,7 @@ def _load(path_or_name: PathLike, expected: Optional[Type[BaseTokenizer]]) -> Ba
         tokenizer = cls._from_tokenizer_json(directory, config)
     else:
         tokenizer = cls._from_files(directory, config)
+    tokenizer._apply_config(config, config_path)
     tokenizer._restore(config, config_path)
     return tokenizer
 

@@ -69,7 +69,8 @@ def test_every_hub_layout_gives_hf_ids_specials_and_text(name):
     assert_matches_hf(load_tokenizer(HUB / name), REFERENCE[name], name)
 
 
-@pytest.mark.parametrize("name", ["gpt2-v5", "bert-zh-v4", "gpt1-v4fast"])
+@pytest.mark.parametrize("name", ["gpt2-v5", "bert-zh-v4", "gpt1-v4fast", "gpt2-prefix-space-config",
+                                  "bert-zh-cased-config"])
 def test_save_pretrained_round_trips_in_both_layouts(name, tmp_path):
     ref = EXPECTED["tokenizers"][name]
     saved = tmp_path / "saved"

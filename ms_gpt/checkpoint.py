@@ -730,7 +730,7 @@ def save_pretrained(model, directory: str, safe_serialization: bool = True) -> N
             json.dump(_config_dict(model), f, indent=2, sort_keys=True)
         written = [weights_name, CONFIG_NAME]
         generation = getattr(model, "generation_config", None)  # loaded with the checkpoint: keep it, as HF does
-        if generation:
+        if generation and type(model).__name__ in ("GPTLMHeadModel", "GPTDoubleHeadsModel"):  # the models that generate
             with open(os.path.join(tmp, GENERATION_CONFIG_NAME), "w", encoding="utf-8") as f:
                 json.dump(generation, f, indent=2, sort_keys=True)
             written.insert(1, GENERATION_CONFIG_NAME)

@@ -132,7 +132,10 @@ def test_bin_reader_honours_offset_stride_and_dtypes(tmp_path):
 def test_save_pretrained_round_trip_in_hf_layout(tmp_path, gpt2, ids):
     out = tmp_path / "saved"
     gpt2.save_pretrained(str(out))
-    assert sorted(os.listdir(out)) == ["config.json", "model.safetensors"]
+    # the checkpoint's generation_config.json travels with it, as transformers saves it
+    assert sorted(os.listdir(out)) == ["config.json", "generation_config.json", "model.safetensors"]
+    assert json.loads((out / "generation_config.json").read_text()) == \
+        json.loads(open(os.path.join(GPT2, "generation_config.json")).read())
     assert not [n for n in os.listdir(tmp_path) if n != "saved"]  # no temp dir left behind
     # the keys transformers saves for GPT2LMHeadModel: `transformer.` prefixed, tied lm_head left out
     assert sorted(read_safetensors(str(out / "model.safetensors"))) == \
@@ -147,7 +150,7 @@ def test_save_pretrained_round_trip_in_hf_layout(tmp_path, gpt2, ids):
 def test_save_pretrained_as_torch_bin(tmp_path, gpt2):
     out = tmp_path / "bin"
     save_pretrained(gpt2, str(out), safe_serialization=False)
-    assert sorted(os.listdir(out)) == ["config.json", "pytorch_model.bin"]
+    assert sorted(os.listdir(out)) == ["config.json", "generation_config.json", "pytorch_model.bin"]
     with zipfile.ZipFile(out / "pytorch_model.bin") as archive:
         data_infos = [i for i in archive.infolist() if "/data/" in i.filename]
         # torch memory-maps records: the data must start on 64-byte boundaries
@@ -162,7 +165,9 @@ def test_body_and_head_classes_save_hf_keys(tmp_path):
     assert "tokens_embed.weight" in keys and not any(k.startswith("transformer.") for k in keys)
     assert json.loads((tmp_path / "body" / "config.json").read_text())["architectures"] == ["OpenAIGPTModel"]
     cls = GPTForSequenceClassification.from_pretrained(os.path.join(HF, "openai-gpt-cls"))
+    cls.__dict__["generation_config"] = {"eos_token_id": 1}  # as if loaded from an LM checkpoint's folder
     save_pretrained(cls, str(tmp_path / "cls"))
+    assert not (tmp_path / "cls" / "generation_config.json").exists()  # HF writes it only for generative models
     assert set(read_safetensors(str(tmp_path / "cls" / "model.safetensors"))) == \
         set(read_safetensors(os.path.join(HF, "openai-gpt-cls", "model.safetensors")))
 
@@ -174,7 +179,8 @@ def test_save_into_existing_directory_keeps_other_files(tmp_path, gpt2):
     (out / "pytorch_model.bin").write_bytes(b"stale")
     (out / "checkpoint-10").mkdir()
     save_pretrained(gpt2, str(out))
-    assert sorted(os.listdir(out)) == ["checkpoint-10", "config.json", "model.safetensors", "tokenizer.json"]
+    assert sorted(os.listdir(out)) == ["checkpoint-10", "config.json", "generation_config.json", "model.safetensors",
+                                       "tokenizer.json"]
     assert_same_params(GPTLMHeadModel.from_pretrained(str(out)), gpt2)
 
 

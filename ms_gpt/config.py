@@ -180,11 +180,12 @@ def preset(name: str, **overrides: Any) -> GPTConfig:
 class TrainingArguments:
     """Options of the training engine; names follow HF TrainingArguments where one exists."""
 
-    output_dir: str = field(default="runs/default",
+    output_dir: str = field(
+        default="runs/default",
         metadata={"help": "directory for checkpoints, metrics.jsonl, the final model and tokenizer"})
     seed: int = field(default=1337, metadata={"help": "random seed (weights, data order, dropout)"})
-    max_steps: int = field(default=1000,
-        metadata={"help": "optimizer steps to train; -1 = derive from num_train_epochs"})
+    max_steps: int = field(
+        default=1000, metadata={"help": "optimizer steps to train; -1 = derive from num_train_epochs"})
     num_train_epochs: float = field(
         default=1.0, metadata={"help": "epochs over the training data when max_steps is -1"})
     per_device_train_batch_size: int = field(
@@ -194,8 +195,8 @@ class TrainingArguments:
         default=1, metadata={"help": "micro-batches accumulated into one optimizer step"})
     learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate of AdamW"})
     min_learning_rate: float = field(default=0.0, metadata={"help": "floor of the cosine schedule"})
-    lr_scheduler_type: str = field(default="constant",
-        metadata={"help": "learning-rate schedule: constant | linear | cosine"})
+    lr_scheduler_type: str = field(
+        default="constant", metadata={"help": "learning-rate schedule: constant | linear | cosine"})
     warmup_steps: int = field(default=0, metadata={"help": "steps of linear warmup (wins over warmup_ratio when > 0)"})
     warmup_ratio: float = field(default=0.0, metadata={"help": "fraction of the steps used for linear warmup"})
     weight_decay: float = field(
@@ -203,8 +204,8 @@ class TrainingArguments:
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
     adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2"})
     adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon"})
-    max_grad_norm: float = field(default=1.0,
-        metadata={"help": "clip the global gradient norm to this (0 = no clipping)"})
+    max_grad_norm: float = field(
+        default=1.0, metadata={"help": "clip the global gradient norm to this (0 = no clipping)"})
     eval_steps: int = field(default=100, metadata={"help": "evaluate every N steps (0 = only at the end)"})
     eval_iters: int = field(default=200, metadata={"help": "pretraining: batches per split in each evaluation"})
     logging_steps: int = field(
@@ -218,7 +219,8 @@ class TrainingArguments:
     device_target: str = field(default="auto", metadata={"help": "device: auto | CPU | GPU | Ascend"})
     jit: bool = field(
         default=True, metadata={"help": "compile the train/eval steps (graph mode); False = PyNative, for debugging"})
-    jit_level: str = field(default="auto",
+    jit_level: str = field(
+        default="auto",
         metadata={"help": "MindSpore graph optimisation level O0 | O1 | O2; auto = O1 on CPU, O0 on Ascend/GPU"})
     disable_tqdm: bool = field(default=False, metadata={"help": "no progress bar (log lines only)"})
 

@@ -33,18 +33,23 @@ class DialogueArguments(TrainingArguments):
     """Dialogue fine-tuning options on top of the engine's TrainingArguments."""
 
     task: str = field(default="dialogue", metadata={"help": "task format of the data"})
-    train_files: list[str] = field(default_factory=lambda: ["data/chinese-chitchat"],
+    train_files: list[str] = field(
+        default_factory=lambda: ["data/chinese-chitchat"],
         metadata={"help": "chit-chat *.yml files or directories holding them"})
     model_name_or_path: Optional[str] = field(
         default=None, metadata={"help": "HF / ms_gpt model dir; None = a new small GPT-2 (BERT vocab)"})
-    tokenizer: str = field(default="bert-base-chinese",
+    tokenizer: str = field(
+        default="bert-base-chinese",
         metadata={"help": "tokenizer of a model trained from scratch (bundled name or directory)"})
-    trim_vocab: bool = field(default=False,
+    trim_vocab: bool = field(
+        default=False,
         metadata={"help": "from scratch: keep only the BERT tokens the data uses (a much cheaper output layer)"})
     max_seq_length: int = field(default=64, metadata={"help": "tokens per example after truncation"})
-    long_dialogues: str = field(default="truncate",
+    long_dialogues: str = field(
+        default="truncate",
         metadata={"help": "over-long dialogues: drop | truncate (keep the leading whole turns that fit)"})
-    padding: str = field(default="auto",
+    padding: str = field(
+        default="auto",
         metadata={"help": "auto (max_length on Ascend or with accumulation, else dynamic) | max_length | dynamic"})
     pad_to_multiple_of: int = field(
         default=16, metadata={"help": "dynamic padding rounds the batch length up to this (fewer recompiles)"})
@@ -53,14 +58,16 @@ class DialogueArguments(TrainingArguments):
     split_seed: int = field(
         default=0, metadata={"help": "seed of the held-out split only (runs with other seeds stay comparable)"})
     # model shape when training from scratch
-    n_positions: int = field(default=64,
+    n_positions: int = field(
+        default=64,
         metadata={"help": "from scratch: positions (raised to max_seq_length / pretrain_block_size when smaller)"})
     n_layer: int = field(default=4, metadata={"help": "from scratch: transformer blocks"})
     n_head: int = field(default=4, metadata={"help": "from scratch: attention heads"})
     n_embd: int = field(default=128, metadata={"help": "from scratch: hidden size"})
     dropout: float = field(default=0.1, metadata={"help": "dropout of residual, embedding and attention"})
     # optional pretraining on plain Chinese text (one document per line) before the dialogues
-    pretrain_files: list[str] = field(default_factory=list,
+    pretrain_files: list[str] = field(
+        default_factory=list,
         metadata={"help": "plain-text files (one document per line) to pretrain on before the dialogues"})
     pretrain_max_lines: int = field(default=0, metadata={"help": "pretraining lines read (0 = every line)"})
     pretrain_steps: int = field(default=300, metadata={"help": "steps of that pretraining"})
@@ -86,7 +93,8 @@ class DialogueArguments(TrainingArguments):
     per_device_eval_batch_size: int = field(default=32, metadata={"help": "evaluation batch size per device"})
     eval_steps: int = 0
     logging_steps: int = 10
-    output_dir: str = field(default="runs/gpt2_chitchat_zh",
+    output_dir: str = field(
+        default="runs/gpt2_chitchat_zh",
         metadata={"help": "directory for checkpoints, metrics.jsonl, the final model and tokenizer"})
 
     def __post_init__(self) -> None:

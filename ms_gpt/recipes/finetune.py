@@ -35,11 +35,13 @@ class FinetuneArguments(TrainingArguments):
     """run_glue-style options on top of the engine's TrainingArguments (defaults: the GPT-1 paper's recipe).
     `--task dialogue` trains the dialogue recipe instead; `--task dialogue --help` lists its options."""
 
-    task: str = field(default="classification",
+    task: str = field(
+        default="classification",
         metadata={"help": "task format: classification | entailment | similarity | multiple_choice | dialogue"})
     model_name_or_path: Optional[str] = field(
         default=None, metadata={"help": "HF dir / hub name / ms_gpt checkpoint; None = from scratch"})
-    tokenizer: str = field(default="gpt2",
+    tokenizer: str = field(
+        default="gpt2",
         metadata={"help": "from scratch (or a checkpoint without one): char | gpt2 | a tokenizer directory"})
     model_type: str = field(default="gpt2", metadata={"help": "from scratch: gpt2 | openai-gpt"})
     n_layer: int = field(default=2, metadata={"help": "from scratch: transformer blocks"})
@@ -67,27 +69,29 @@ class FinetuneArguments(TrainingArguments):
     drop_labels: Optional[list[str]] = field(
         default=None, metadata={"help": "rows with these labels are skipped (e.g. \"plot\" in rotten tomatoes)"})
     max_seq_length: int = field(default=128, metadata={"help": "tokens per example after truncation"})
-    padding: str = field(default="auto",
-        metadata={"help": "batch padding policy: max_length | dynamic | bucket | auto"})
+    padding: str = field(
+        default="auto", metadata={"help": "batch padding policy: max_length | dynamic | bucket | auto"})
     lm_coef: float = field(default=0.0, metadata={"help": "auxiliary LM loss weight (GPT-1: 0.5)"})
     train_subset_fraction: float = field(
         default=1.0, metadata={"help": "seeded random subset of the training examples"})
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "use at most this many training examples"})
     max_eval_samples: Optional[int] = field(
         default=None, metadata={"help": "use at most this many evaluation examples"})
-    validation_split: float = field(default=0.0,
+    validation_split: float = field(
+        default=0.0,
         metadata={"help": "fraction of train_file held out for validation when no validation_file is given"})
-    test_split: float = field(default=0.0,
-        metadata={"help": "fraction of train_file held out for testing when no test_file is given"})
-    evaluation_strategy: str = field(default="epoch",
-        metadata={"help": "when to evaluate: no | steps (every eval_steps) | epoch"})
-    save_strategy: str = field(default="epoch",
-        metadata={"help": "when to checkpoint: no | steps (every save_steps) | epoch"})
+    test_split: float = field(
+        default=0.0, metadata={"help": "fraction of train_file held out for testing when no test_file is given"})
+    evaluation_strategy: str = field(
+        default="epoch", metadata={"help": "when to evaluate: no | steps (every eval_steps) | epoch"})
+    save_strategy: str = field(
+        default="epoch", metadata={"help": "when to checkpoint: no | steps (every save_steps) | epoch"})
     load_best_model_at_end: bool = field(
         default=True, metadata={"help": "reload the best checkpoint (metric_for_best_model) when training ends"})
-    metric_for_best_model: str = field(default="accuracy",
-        metadata={"help": "metric that picks the best checkpoint: accuracy | f1 | loss"})
-    trainer: str = field(default="ms_gpt",
+    metric_for_best_model: str = field(
+        default="accuracy", metadata={"help": "metric that picks the best checkpoint: accuracy | f1 | loss"})
+    trainer: str = field(
+        default="ms_gpt",
         metadata={"help": "training loop: ms_gpt (compiled engine) | mindnlp (mindnlp's Trainer, PyNative)"})
     # engine defaults changed for fine-tuning (GPT-1 paper: lr 6.25e-5, batch 32, 3 epochs, linear decay)
     max_steps: int = field(default=-1, metadata={"help": "optimizer steps to train; -1 = derive from num_train_epochs"})

@@ -23,8 +23,8 @@ class PretrainArguments(TrainingArguments):
 
     train_file: str = field(
         default="data/tinyshakespeare/input.txt", metadata={"help": "a local UTF-8 text file, or an http(s) URL"})
-    tokenizer: str = field(default="char",
-        metadata={"help": "char | gpt2 | gpt2:N (first N merges) | a tokenizer directory"})
+    tokenizer: str = field(
+        default="char", metadata={"help": "char | gpt2 | gpt2:N (first N merges) | a tokenizer directory"})
     train_fraction: float = field(
         default=0.9, metadata={"help": "fraction of the corpus used for training (the rest is validation)"})
     block_size: int = field(default=32, metadata={"help": "tokens per training window"})

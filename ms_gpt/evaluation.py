@@ -173,7 +173,16 @@ class TokenScorer:
 
 
 def _scorer(model, scorer: Optional[TokenScorer], batch_size: int) -> TokenScorer:
-    return scorer if scorer is not None else TokenScorer(model, batch_size)
+    """`scorer`, else the model's own (kept on the model per batch size, so repeated calls with the same shapes
+    compile nothing; rebuilt when a Parameter object was replaced, as generation does)."""
+    if scorer is not None:
+        return scorer
+    cache = model.__dict__.setdefault("_eval_scorers", {})
+    params = tuple(id(p) for p in model.get_parameters())
+    found = cache.get(batch_size)
+    if found is None or found[0] != params:
+        found = cache[batch_size] = (params, TokenScorer(model, batch_size))
+    return found[1]
 
 
 # ---- perplexity --------------------------------------------------------------------------------------------------

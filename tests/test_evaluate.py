@@ -236,3 +236,11 @@ def test_bad_template_and_passage(model_dir, tmp_path):
         run_cli(model_dir, "--task", "last_word")
     with pytest.raises(ValueError, match="task=.*expected one of perplexity, multiple_choice, last_word"):
         run_cli(model_dir, "--task", "translate")
+
+
+def test_hub_dataset_fails_fast_offline(monkeypatch):
+    from ms_gpt.evaluation import load_hub_text
+
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")  # .invalid never resolves (RFC 2606)
+    with pytest.raises(ValueError, match="dataset_name='wikitext' needs the network, but hub.invalid is unreachable"):
+        load_hub_text("wikitext", "wikitext-2-raw-v1", "test", timeout=2.0)

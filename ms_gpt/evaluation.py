@@ -140,6 +140,12 @@ class TokenScorer:
             raise ValueError(f"rows of {length} tokens exceed the model's n_positions={n_positions}")
         if length < 2:
             raise ValueError("rows need at least 2 tokens (one to predict from, one to score)")
+        vocab = self.model.config.vocab_size
+        for r in rows:
+            if len(r.ids) and (int(r.ids.max()) >= vocab or int(r.ids.min()) < 0):
+                bad = int(r.ids.max()) if int(r.ids.max()) >= vocab else int(r.ids.min())
+                raise ValueError(f"token id {bad} is outside the model's vocabulary [0, {vocab}): the tokenizer "
+                                 "does not belong to this model (pass --tokenizer)")
         bs = self.batch_size
         was_training = self.model.training
         self.model.set_train(False)

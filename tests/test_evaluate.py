@@ -244,3 +244,18 @@ def test_hub_dataset_fails_fast_offline(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")  # .invalid never resolves (RFC 2606)
     with pytest.raises(ValueError, match="dataset_name='wikitext' needs the network, but hub.invalid is unreachable"):
         load_hub_text("wikitext", "wikitext-2-raw-v1", "test", timeout=2.0)
+
+
+def test_bigbench_task_file_reads_as_choices():
+    from ms_gpt.evaluation import read_choice_items
+
+    path = os.path.join(ROOT, "data", "gpt1-tasks", "goal_step_wikihow_step_inference.json")
+    items = read_choice_items(path, max_samples=5)
+    assert len(items) == 5 and all(len(it.choices) == 4 for it in items)
+    first = items[0]  # target_scores: the choice scored 1 is the label
+    assert first.choices[first.label] == "Know the order of operations" and first.where.endswith("row 1")
+
+
+def test_tokenizer_of_another_model_is_refused(model):
+    with pytest.raises(ValueError, match="token id 5000 is outside the model's vocabulary"):
+        perplexity_of_ids(model, np.asarray([1, 2, 5000, 3]), 64, 32)

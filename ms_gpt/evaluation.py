@@ -29,7 +29,7 @@ from mindspore import Tensor, nn, ops
 from .device import compiled
 
 TASKS = ("perplexity", "multiple_choice", "last_word")
-SPLITS = ("all", "train", "validation")
+SPLITS = ("auto", "all", "train", "validation")
 DEFAULT_TEMPLATE = "{context} {choice}"
 
 
@@ -51,9 +51,11 @@ class EvaluateArguments:
     dataset_split: str = field(default="test", metadata={"help": "the hub dataset's split"})
     dataset_text_column: str = field(default="text", metadata={
         "help": "the hub dataset's text column (rows joined with blank lines)"})
-    split: str = field(default="all", metadata={
-        "help": "perplexity: all | train | validation part of the token stream, cut as pretraining does"})
-    train_fraction: float = field(default=0.9, metadata={"help": "with split: the training share of the stream"})
+    split: str = field(default="auto", metadata={
+        "help": "perplexity: all | train | validation part of the token stream, cut as pretraining does; auto = "
+                "validation when the model's checkpoints record pretraining on this file, else all"})
+    train_fraction: Optional[float] = field(default=None, metadata={
+        "help": "with split: the training share of the stream (default: the pretraining run's, else 0.9)"})
     max_length: Optional[int] = field(default=None, metadata={
         "help": "perplexity: window length N in tokens (default: the model's n_positions)"})
     stride: Optional[int] = field(default=None, metadata={
@@ -446,12 +448,18 @@ def evaluate(args: EvaluateArguments, log: Callable = print) -> dict[str, Any]:
             text = load_hub_text(args.dataset_name, args.dataset_config_name, args.dataset_split,
                                  args.dataset_text_column)
         ids = np.asarray(tokenizer.encode(text), dtype=np.int32)
-        if args.split != "all":
-            train_ids, val_ids = split_ids(ids, args.train_fraction)
-            ids = train_ids if args.split == "train" else val_ids
-        result.update(source=source, split=args.split)
+        split, fraction = args.split, args.train_fraction
+        recorded = pretraining_fraction(model_path, source) if args.text_file else None
+        if split == "auto":
+            split = "validation" if recorded is not None else "all"
+        if split != "all":
+            fraction = fraction or recorded or 0.9
+            train_ids, val_ids = split_ids(ids, fraction)
+            ids = train_ids if split == "train" else val_ids
+        result.update(source=source, split=split, train_fraction=fraction if split != "all" else None)
         result.update(perplexity_of_ids(model, ids, args.max_length, args.stride, scorer=scorer, source=source))
-        line = (f"perplexity {result['perplexity']:.4f} (nll {result['nll']:.4f}) over {result['tokens']:,} tokens, "
+        line = (f"perplexity {result['perplexity']:.4f} (nll {result['nll']:.4f}) over {result['tokens']:,} tokens "
+                f"({split}{f' split, train_fraction {fraction}' if split != 'all' else ' text'}), "
                 f"{result['windows']} windows of {result['max_length']} with stride {result['stride']}")
     else:
         if not args.data_file:
@@ -476,6 +484,29 @@ def evaluate(args: EvaluateArguments, log: Callable = print) -> dict[str, Any]:
         write_results(result, args.output_dir)
     result["summary"] = line
     return result
+
+
+def pretraining_fraction(model_path: str, text_path: str) -> Optional[float]:
+    """The train_fraction of the pretraining run saved in `model_path` if it trained on `text_path` (read from its
+    checkpoints' trainer_state.json), else None."""
+    import glob
+
+    for state_path in sorted(glob.glob(os.path.join(model_path, "checkpoint-*", "trainer_state.json"))):
+        try:
+            with open(state_path, encoding="utf-8") as f:
+                run = json.load(f).get("run_config", {})
+            trained_on = run.get("train_file")
+            if trained_on and "train_fraction" in run and os.path.samefile(_resolve(trained_on), text_path):
+                return float(run["train_fraction"])
+        except (OSError, ValueError, TypeError, AttributeError):
+            continue
+    return None
+
+
+def _resolve(path: str) -> str:
+    from .paths import resolve_path
+
+    return resolve_path(path)
 
 
 def write_results(result: dict, output_dir: str, name: str = "eval_results.json") -> str:

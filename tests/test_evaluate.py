@@ -127,6 +127,7 @@ def test_cli_perplexity_writes_results(model_dir, tmp_path):
     saved = json.load(open(out / "eval_results.json", encoding="utf-8"))
     assert saved["tokens"] == case["tokens"] and rel(saved["perplexity"], case["perplexity"]) < RTOL
     assert rel(saved["nll"], case["nll"]) < RTOL and saved["compilations"] == 1
+    assert saved["split"] == "all"  # auto: no pretraining record for this file
     assert result["perplexity"] == saved["perplexity"]
     assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
 

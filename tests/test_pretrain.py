@@ -47,9 +47,9 @@ def test_pretrain_cli_trains_saves_and_samples(tmp_path):
     import re
     from ms_gpt.evaluate import main as evaluate_main
     reported = float(re.search(r"validation-split perplexity ([0-9.]+)", proc.stdout).group(1))
-    result = evaluate_main(["--model", str(out), "--text_file", "data/tinyshakespeare/input.txt", "--split",
-                            "validation", "--max_length", "32", "--stride", "32", "--per_device_eval_batch_size",
-                            "32", "--disable_tqdm"])
+    result = evaluate_main(["--model", str(out), "--text_file", "data/tinyshakespeare/input.txt", "--max_length",
+                            "32", "--stride", "32", "--per_device_eval_batch_size", "32", "--disable_tqdm"])
+    assert (result["split"], result["train_fraction"]) == ("validation", 0.9)  # auto: the run's checkpoints say so
     assert abs(result["perplexity"] - reported) < 1e-3 and result["perplexity"] < 65
 
 

@@ -2,6 +2,7 @@
 run on the bundled dialogues (short pretraining on Chinese reviews first) whose output directory is then loaded and
 chatted with through `python -m ms_gpt.chat`."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -127,6 +128,10 @@ def test_finetuning_lowers_heldout_loss_and_writes_results(trained):
         saved = json.load(f)
     assert saved["heldout_loss_before"] == pytest.approx(results["heldout_loss_before"])
     assert saved["heldout_loss_after"] < saved["heldout_loss_before"] - 1.0
+    # held-out perplexity (ms_gpt.evaluation, per token): with every held-out dialogue in one eval batch of 48, the
+    # trainer's mean loss is the same per-token mean
+    assert saved["data"]["heldout"] <= 48
+    assert math.log(saved["heldout_perplexity_after"]) == pytest.approx(saved["heldout_loss_after"], rel=1e-4)
     assert saved["pretrain_val_loss_after"] < saved["pretrain_val_loss_before"]
     assert saved["data"]["heldout"] > 30 and saved["data"]["train"] > 350
     assert len(saved["chat_samples"]) == 2 and all(isinstance(s["reply"], str) for s in saved["chat_samples"])

@@ -499,7 +499,11 @@ def run_dialogue(args: DialogueArguments, log=print) -> dict:
     summary = trainer.train()
     train_seconds = time.perf_counter() - t_train
     after = [r["heldout_loss"] for r in trainer.history if "heldout_loss" in r][-1]  # the trainer's final eval
-    results.update(heldout_loss_before=before, heldout_loss_after=after, heldout_perplexity_after=math.exp(after),
+    from ..evaluation import sequence_perplexity  # per-token perplexity, the code of `python -m ms_gpt.evaluate`
+
+    held = sequence_perplexity(lm, data.heldout, batch_size=args.per_device_eval_batch_size)
+    results.update(heldout_loss_before=before, heldout_loss_after=after, heldout_perplexity_after=held["perplexity"],
+                   heldout_tokens_scored=held["tokens"],
                    train_steps=summary["step"], train_epochs=summary["step"] * global_batch / len(data.train),
                    train_seconds=train_seconds, compile_seconds=summary["compile_seconds"],
                    tokens_per_second=summary["tokens_per_second"], output_dir=args.output_dir)

@@ -115,6 +115,15 @@ def pretrain(args: PretrainArguments, log=print) -> dict:
                    output_dir=args.output_dir)
     if device.is_main:
         lm.set_train(False)
+        # held-out perplexity of the whole validation split (non-overlapping windows of block_size), through the
+        # evaluation code of `python -m ms_gpt.evaluate --split validation`
+        from ..evaluation import perplexity_of_ids
+
+        held = perplexity_of_ids(lm, val_ids, args.block_size, args.block_size, batch_size=eval_bs,
+                                 source="validation split")
+        summary.update(val_perplexity=held["perplexity"], val_nll=held["nll"], val_tokens_scored=held["tokens"])
+        log(f"validation split: perplexity {held['perplexity']:.4f} (nll {held['nll']:.4f}) over "
+            f"{held['tokens']:,} tokens, windows of {args.block_size}")
         lm.save_pretrained(args.output_dir)
         tokenizer.save_pretrained(args.output_dir)
         summary["loss_curve"] = os.path.join(args.output_dir, "loss.png")

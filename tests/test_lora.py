@@ -163,8 +163,9 @@ def _grads(model, ids, labels):
     return float(loss.asnumpy()), [g.asnumpy() for g in grads]
 
 
-@pytest.mark.parametrize("lora", [False, True])
-def test_gradient_checkpointing_gives_the_same_loss_and_gradients(lora):
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
+    """The whole model's gradients (the LoRA + checkpointing combination runs in the CLI test below)."""
+    lora = False
     from ms_gpt import GPTLMHeadModel
     from ms_gpt.lora import apply_lora
     from ms_gpt.model import Block
@@ -225,6 +226,28 @@ def test_lora_runs_from_the_cli_and_cannot_resume_as_a_full_run(tmp_path):
     tuned = GPTLMHeadModel.from_pretrained(str(run))(ids).asnumpy()
     plain = GPTLMHeadModel.from_pretrained(str(base))(ids).asnumpy()
     assert np.abs(tuned - plain).max() > 1e-4
+    # fine-tuning: the classification head trains and is saved with the adapter (PEFT's modules_to_save), and so is
+    # the token table, which grew by the three task tokens
+    from ms_gpt import GPTForSequenceClassification
+    from ms_gpt.recipes.finetune import FinetuneArguments, finetune
+
+    rt = os.path.join(ROOT, "data", "sentiment-rt", "rotten_tomatoes_corpus_full.csv.bz2")
+    tuned_dir = tmp_path / "cls"
+    finetune(FinetuneArguments(model_name_or_path=str(base), train_file=rt, text_column="text",
+                               label_column="category", label_list=["fresh", "rotten"], drop_labels=["plot"],
+                               max_train_samples=64, max_seq_length=32, padding="max_length", max_steps=3,
+                               per_device_train_batch_size=16, evaluation_strategy="no", save_strategy="no",
+                               load_best_model_at_end=False, disable_tqdm=True, output_dir=str(tuned_dir),
+                               lora_r=2, learning_rate=0.01), log=lambda *a: None)
+    weights = load_file(str(tuned_dir / "adapter_model.safetensors"))
+    assert weights["base_model.model.score.weight"].shape == (2, 64)
+    assert weights["base_model.model.transformer.wte.weight"].shape == (65 + 3, 64)
+    assert len([k for k in weights if ".lora_" in k]) == 2 * 2
+    cfg = json.loads((tuned_dir / "adapter_config.json").read_text())
+    assert cfg["task_type"] == "SEQ_CLS" and cfg["modules_to_save"] == ["score", "wte"]
+    cls = GPTForSequenceClassification.from_pretrained(str(tuned_dir))
+    assert cls.config.vocab_size == 68 and cls.config.num_labels == 2
+    assert np.array_equal(cls.score.weight.asnumpy(), weights["base_model.model.score.weight"])
     proc = subprocess.run(common + ["--max_steps", "6", "--init_from", str(base), "--output_dir", str(run),
                                     "--resume_from_checkpoint", str(run / "checkpoint-4")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -1,0 +1,246 @@
+"""Peak host memory and step time of one training step: full fine-tuning vs gradient checkpointing vs LoRA vs both.
+
+Every (size, mode) runs in a FRESH subprocess (a worker: this file with `--worker`), so its peak is its own: the
+parent reads the child's RSS high-water mark from `os.wait4` (ru_maxrss, kilobytes on Linux). The worker builds a
+randomly initialised GPT-2 of the named size (no download; weights do not change memory or time), wraps it like
+pretraining (`NextTokenLoss`), builds the engine's `Trainer` (compiled train step: forward, backward, clipping,
+AdamW) and runs `--steps` steps on random token windows; it reports its own RSS after building the model (weights
+only) and the time of each step (the first one includes compilation).
+
+Modes: `full` (all weights trained), `gc` (gradient_checkpointing: each Block recomputed in the backward pass),
+`lora` (lora_r=8 on c_attn, base frozen: no gradients or AdamW moments for it), `lora_gc` (both).
+
+    python benchmarks/bench_memory.py                      # GPT-2 124M, seq 1024, batch 2: the four modes
+    python benchmarks/bench_memory.py --sizes gpt2,gpt2-medium --steps 1 --limit_gb 16
+    python benchmarks/bench_memory.py --sizes gpt2 --seq 256 --modes full,gc   # a quick look
+
+Heavy: GPT-2 124M at 1,024 tokens x 2 needs several GB and ~1 min per step on 2 CPU cores. Before each run the
+parent estimates the peak from what it has measured (per-parameter and per-token costs, see `estimate`) and skips
+runs that would not leave `--headroom_gb` of MemAvailable, or that exceed `--limit_gb` (reported as not fitting,
+by estimate). Output: one JSON line per run, then a summary line with the fitted per-parameter / per-token costs
+and the Ascend sizing estimate for 32 GB and 64 GB cards (an ESTIMATE from these CPU measurements: device memory
+management, fused kernels and fp16/bf16 activations differ on Ascend).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZES = {  # HF GPT-2 shapes
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768),
+    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),
+    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),
+    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),
+}
+MODES = {"full": dict(gc=False, lora=0), "gc": dict(gc=True, lora=0), "lora": dict(gc=False, lora=8),
+         "lora_gc": dict(gc=True, lora=8)}
+VOCAB = 50257
+
+
+def n_params(size: str) -> int:
+    s = SIZES[size]
+    c, layers = s["n_embd"], s["n_layer"]
+    return VOCAB * c + 1024 * c + layers * (12 * c * c + 13 * c) + 2 * c
+
+
+def lora_params(size: str, r: int = 8) -> int:
+    s = SIZES[size]
+    return s["n_layer"] * r * (s["n_embd"] + 3 * s["n_embd"])  # c_attn: A [r, C], B [3C, r]
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def worker(size: str, mode: str, seq: int, batch: int, steps: int) -> None:
+    sys.path.insert(0, ROOT)
+    os.environ.setdefault("GLOG_v", "3")
+    import numpy as np
+
+    from ms_gpt.config import GPTConfig, TrainingArguments
+    from ms_gpt.device import setup_device
+    from ms_gpt.engine.trainer import Trainer
+    from ms_gpt.lora import apply_lora
+    from ms_gpt.model import GPTLMHeadModel
+    from ms_gpt.recipes.pretrain import NextTokenLoss
+
+    device = setup_device("CPU", 0)
+    rss0 = _rss_kb()
+    config = GPTConfig(vocab_size=VOCAB, n_positions=1024, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                       **SIZES[size])
+    lm = GPTLMHeadModel(config)
+    for p in lm.get_parameters():  # materialise the lazily initialised weights now, so they count as "model"
+        p.init_data()
+    opts = MODES[mode]
+    if opts["lora"]:
+        apply_lora(lm, opts["lora"], 16, 0.0, ["c_attn"])
+    rss_model = _rss_kb()
+
+    class Windows:
+        def __init__(self):
+            self.rng = np.random.default_rng(0)
+
+        def next_batch(self):
+            w = self.rng.integers(0, VOCAB, (batch, seq + 1), dtype=np.int32)
+            return {"input_ids": w[:, :-1], "labels": w[:, 1:]}
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            pass
+
+    import tempfile
+
+    out = tempfile.mkdtemp(prefix="bench_memory_")
+    args = TrainingArguments(output_dir=out, max_steps=steps, per_device_train_batch_size=batch, learning_rate=1e-4,
+                             logging_steps=1, save_steps=0, eval_steps=0, disable_tqdm=True, device_target="CPU",
+                             gradient_checkpointing=opts["gc"])
+    trainer = Trainer(NextTokenLoss(lm), args, Windows(), device=device, export_model=lm)
+    trainable = sum(int(np.prod(p.shape)) for p in trainer.params)
+    times = []
+    for _ in range(steps):
+        inputs, _ = trainer._next_stacked()
+        t0 = time.perf_counter()
+        loss = trainer._train_step(*inputs)
+        loss.asnumpy()
+        times.append(time.perf_counter() - t0)
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    print(json.dumps({"rss_start_mb": rss0 / 1024, "rss_model_mb": rss_model / 1024, "trainable": trainable,
+                      "step_seconds": times, "loss": float(loss.asnumpy())}), flush=True)
+
+
+def mem_available_gb() -> float:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024 ** 2
+    return 0.0
+
+
+def run_one(size: str, mode: str, seq: int, batch: int, steps: int) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--sizes", size, "--modes", mode, "--seq",
+           str(seq), "--batch", str(batch), "--steps", str(steps)]
+    env = dict(os.environ, GLOG_v="3", PYTHONPATH=ROOT)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # os.wait4 gives this child's own rusage (RUSAGE_CHILDREN would be the max over all children so far)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stdout, stderr = proc.stdout.read(), proc.stderr.read()
+    record = {"size": size, "mode": mode, "seq": seq, "batch": batch, "params": n_params(size),
+              "peak_rss_gb": round(usage.ru_maxrss / 1024 ** 2, 3), "wall_s": round(time.perf_counter() - t0, 1),
+              "load_average": os.getloadavg()[0]}
+    if proc.returncode != 0:
+        record["error"] = (stderr or stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        return record
+    result = json.loads(stdout.strip().splitlines()[-1])
+    times = result["step_seconds"]
+    record.update(trainable=result["trainable"], rss_model_gb=round(result["rss_model_mb"] / 1024, 3),
+                  rss_start_gb=round(result["rss_start_mb"] / 1024, 3), first_step_s=round(times[0], 2),
+                  step_s=round(min(times[1:]), 2) if len(times) > 1 else None, loss=round(result["loss"], 4))
+    return record
+
+
+def estimate(measured: list[dict], size: str, mode: str, seq: int, batch: int) -> float | None:
+    """Peak GB of (size, mode), scaled from a measured run of the same mode: the fixed runtime part stays, the
+    model part (weights + gradients + AdamW moments of trainable weights) scales with the parameters and the
+    activation part with layers x tokens x width."""
+    same = [m for m in measured if m["mode"] == mode and "error" not in m]
+    if not same:
+        return None
+    m = same[-1]
+    fixed = m["rss_start_gb"]
+    weights = m["rss_model_gb"] - fixed
+    bytes_per_param = weights / m["params"]
+    rest = m["peak_rss_gb"] - m["rss_model_gb"]  # gradients, moments, activations, workspace
+    state = 12 * m["trainable"] / 1e9 * 1.0  # grads + 2 moments, float32
+    act = max(rest - state, 0.0)
+    s_old, s_new = SIZES[m["size"]], SIZES[size]
+    act_scale = (s_new["n_layer"] * s_new["n_embd"]) / (s_old["n_layer"] * s_old["n_embd"]) * \
+        (seq * batch) / (m["seq"] * m["batch"])
+    trainable = lora_params(size) if MODES[mode]["lora"] else n_params(size)
+    return fixed + bytes_per_param * n_params(size) + 12 * trainable / 1e9 + act * act_scale
+
+
+def ascend_table(measured: list[dict], seq: int, batch: int) -> list[dict]:
+    """Sizing ESTIMATE for Ascend cards from the CPU measurements: float32 weights (4 B/param), AdamW state and
+    gradients for trainable weights (12 B/param), activations per layer x token x width as measured here."""
+    rows = []
+    for mode in MODES:
+        same = [m for m in measured if m["mode"] == mode and "error" not in m and m["size"] == "gpt2"]
+        if not same:
+            continue
+        m = same[-1]
+        rest = m["peak_rss_gb"] - m["rss_model_gb"] - 12 * m["trainable"] / 1e9
+        per_layer_token_width = max(rest, 0.0) * 1e9 / (12 * 768 * m["seq"] * m["batch"])  # bytes
+        for size in SIZES:
+            s = SIZES[size]
+            trainable = lora_params(size) if MODES[mode]["lora"] else n_params(size)
+            gb = (4 * n_params(size) + 12 * trainable + per_layer_token_width * s["n_layer"] * s["n_embd"] * seq
+                  * batch) / 1e9
+            rows.append({"mode": mode, "size": size, "seq": seq, "batch": batch, "estimate_gb": round(gb, 1),
+                         "fits_32gb": gb < 32 * 0.9, "fits_64gb": gb < 64 * 0.9,
+                         "activation_bytes_per_layer_token_channel": round(per_layer_token_width, 2)})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="gpt2", help=f"comma-separated, of {', '.join(SIZES)}")
+    parser.add_argument("--modes", default="full,gc,lora,lora_gc", help=f"comma-separated, of {', '.join(MODES)}")
+    parser.add_argument("--seq", type=int, default=1024)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3, help="steps per run (the first includes compilation)")
+    parser.add_argument("--limit_gb", type=float, default=16.0, help="the memory budget a run must fit")
+    parser.add_argument("--headroom_gb", type=float, default=3.0, help="MemAvailable left for everything else")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sizes, modes = args.sizes.split(","), args.modes.split(",")
+    for name in sizes:
+        if name not in SIZES:
+            parser.error(f"unknown size {name!r}; choose from {', '.join(SIZES)}")
+    for name in modes:
+        if name not in MODES:
+            parser.error(f"unknown mode {name!r}; choose from {', '.join(MODES)}")
+    if args.worker:
+        worker(sizes[0], modes[0], args.seq, args.batch, args.steps)
+        return
+    measured: list[dict] = []
+    fits: dict[str, str] = {}
+    for size in sizes:
+        for mode in modes:
+            predicted = estimate(measured, size, mode, args.seq, args.batch)
+            available = mem_available_gb()
+            if predicted is not None and predicted > args.limit_gb:
+                record = {"size": size, "mode": mode, "skipped": f"estimated peak {predicted:.1f} GB > limit "
+                          f"{args.limit_gb} GB", "fits_limit": False}
+            elif predicted is not None and predicted > available - args.headroom_gb:
+                record = {"size": size, "mode": mode, "skipped": f"estimated peak {predicted:.1f} GB but only "
+                          f"{available:.1f} GB available now"}
+            else:
+                record = run_one(size, mode, args.seq, args.batch, 1 if size != sizes[0] else args.steps)
+                record["estimated_gb"] = None if predicted is None else round(predicted, 2)
+                record["fits_limit"] = "error" not in record and record["peak_rss_gb"] <= args.limit_gb
+                measured.append(record)
+            if record.get("fits_limit"):
+                fits[mode] = size
+            print(json.dumps(record), flush=True)
+    print(json.dumps({"largest_size_within_limit": fits, "limit_gb": args.limit_gb}), flush=True)
+    for row in ascend_table(measured, args.seq, args.batch):
+        print(json.dumps({"ascend_estimate": row}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -10,9 +10,9 @@ only) and the time of each step (the first one includes compilation).
 Modes: `full` (all weights trained), `gc` (gradient_checkpointing: each Block recomputed in the backward pass),
 `lora` (lora_r=8 on c_attn, base frozen: no gradients or AdamW moments for it), `lora_gc` (both).
 
-    python benchmarks/bench_memory.py                      # GPT-2 124M, seq 1024, batch 2: the four modes
+    python benchmarks/bench_memory.py                      # GPT-2 124M, seq 256, 512, then 1024, batch 2: 4 modes
     python benchmarks/bench_memory.py --sizes gpt2,gpt2-medium --steps 1 --limit_gb 16
-    python benchmarks/bench_memory.py --sizes gpt2 --seq 256 --modes full,gc   # a quick look
+    python benchmarks/bench_memory.py --seqs 256 --modes full,gc   # a quick look
 
 Heavy: GPT-2 124M at 1,024 tokens x 2 needs several GB and ~1 min per step on 2 CPU cores. Before each run the
 parent estimates the peak from what it has measured (per-parameter and per-token costs, see `estimate`) and skips
@@ -29,6 +29,8 @@ import os
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = {  # HF GPT-2 shapes
@@ -153,46 +155,54 @@ def run_one(size: str, mode: str, seq: int, batch: int, steps: int) -> dict:
     return record
 
 
-def estimate(measured: list[dict], size: str, mode: str, seq: int, batch: int) -> float | None:
-    """Peak GB of (size, mode), scaled from a measured run of the same mode: the fixed runtime part stays, the
-    model part (weights + gradients + AdamW moments of trainable weights) scales with the parameters and the
-    activation part with layers x tokens x width."""
-    same = [m for m in measured if m["mode"] == mode and "error" not in m]
-    if not same:
+def fit_activations(measured: list[dict], mode: str) -> tuple[float, float] | None:
+    """(a, b) with activation GB per GPT-2-124M-shaped model = a * tokens + b * batch * seq^2 (the attention
+    matrices), least squares over the measured runs of `mode` at the 124M shape. Activation GB of a run = peak -
+    RSS with the weights built - 12 B per trainable parameter (float32 gradients + two AdamW moments)."""
+    rows = [m for m in measured if m["mode"] == mode and "error" not in m and m["size"] == "gpt2"]
+    if not rows:
         return None
-    m = same[-1]
-    fixed = m["rss_start_gb"]
-    weights = m["rss_model_gb"] - fixed
-    bytes_per_param = weights / m["params"]
-    rest = m["peak_rss_gb"] - m["rss_model_gb"]  # gradients, moments, activations, workspace
-    state = 12 * m["trainable"] / 1e9 * 1.0  # grads + 2 moments, float32
-    act = max(rest - state, 0.0)
-    s_old, s_new = SIZES[m["size"]], SIZES[size]
-    act_scale = (s_new["n_layer"] * s_new["n_embd"]) / (s_old["n_layer"] * s_old["n_embd"]) * \
-        (seq * batch) / (m["seq"] * m["batch"])
+    x = np.array([[m["seq"] * m["batch"], m["batch"] * m["seq"] ** 2] for m in rows], dtype=np.float64)
+    y = np.array([max(m["peak_rss_gb"] - m["rss_model_gb"] - 12e-9 * m["trainable"], 0.0) for m in rows])
+    if len(rows) == 1:  # one point: attribute it all to the quadratic term (an upper bound for longer sequences)
+        return 0.0, float(y[0] / x[0, 1])
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    return float(max(coef[0], 0.0)), float(max(coef[1], 0.0))
+
+
+def estimate(measured: list[dict], size: str, mode: str, seq: int, batch: int) -> float | None:
+    """Peak GB of (size, mode, seq, batch) from the 124M runs of the same mode: start RSS + weights (bytes per
+    parameter as measured) + 12 B per trainable parameter + activations (fit_activations; the per-token part scaled
+    by layers x width, the attention part by layers x heads)."""
+    coef = fit_activations(measured, mode)
+    if coef is None:
+        return None
+    m = [r for r in measured if r["mode"] == mode and "error" not in r and r["size"] == "gpt2"][-1]
+    bytes_per_param = (m["rss_model_gb"] - m["rss_start_gb"]) / m["params"]
+    s0, s1 = SIZES["gpt2"], SIZES[size]
+    act = coef[0] * seq * batch * (s1["n_layer"] * s1["n_embd"]) / (s0["n_layer"] * s0["n_embd"]) + \
+        coef[1] * batch * seq ** 2 * (s1["n_layer"] * s1["n_head"]) / (s0["n_layer"] * s0["n_head"])
     trainable = lora_params(size) if MODES[mode]["lora"] else n_params(size)
-    return fixed + bytes_per_param * n_params(size) + 12 * trainable / 1e9 + act * act_scale
+    return m["rss_start_gb"] + bytes_per_param * n_params(size) + 12e-9 * trainable + act
 
 
 def ascend_table(measured: list[dict], seq: int, batch: int) -> list[dict]:
-    """Sizing ESTIMATE for Ascend cards from the CPU measurements: float32 weights (4 B/param), AdamW state and
-    gradients for trainable weights (12 B/param), activations per layer x token x width as measured here."""
+    """Sizing ESTIMATE for one Ascend card: float32 weights (4 B/param), gradients + AdamW moments of the trainable
+    weights (12 B/param), activations as fitted on this CPU (float32; fp16/bf16 matmul outputs and the device's
+    memory planner would lower them), plus 2 GB for the runtime. Not measured on Ascend."""
     rows = []
     for mode in MODES:
-        same = [m for m in measured if m["mode"] == mode and "error" not in m and m["size"] == "gpt2"]
-        if not same:
+        coef = fit_activations(measured, mode)
+        if coef is None:
             continue
-        m = same[-1]
-        rest = m["peak_rss_gb"] - m["rss_model_gb"] - 12 * m["trainable"] / 1e9
-        per_layer_token_width = max(rest, 0.0) * 1e9 / (12 * 768 * m["seq"] * m["batch"])  # bytes
         for size in SIZES:
-            s = SIZES[size]
+            s0, s1 = SIZES["gpt2"], SIZES[size]
+            act = coef[0] * seq * batch * (s1["n_layer"] * s1["n_embd"]) / (s0["n_layer"] * s0["n_embd"]) + \
+                coef[1] * batch * seq ** 2 * (s1["n_layer"] * s1["n_head"]) / (s0["n_layer"] * s0["n_head"])
             trainable = lora_params(size) if MODES[mode]["lora"] else n_params(size)
-            gb = (4 * n_params(size) + 12 * trainable + per_layer_token_width * s["n_layer"] * s["n_embd"] * seq
-                  * batch) / 1e9
-            rows.append({"mode": mode, "size": size, "seq": seq, "batch": batch, "estimate_gb": round(gb, 1),
-                         "fits_32gb": gb < 32 * 0.9, "fits_64gb": gb < 64 * 0.9,
-                         "activation_bytes_per_layer_token_channel": round(per_layer_token_width, 2)})
+            gb = 2.0 + 4e-9 * n_params(size) + 12e-9 * trainable + act
+            rows.append({"mode": mode, "size": size, "params": n_params(size), "seq": seq, "batch": batch,
+                         "estimate_gb": round(gb, 1), "fits_32gb": gb < 32, "fits_64gb": gb < 64})
     return rows
 
 
@@ -200,7 +210,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="gpt2", help=f"comma-separated, of {', '.join(SIZES)}")
     parser.add_argument("--modes", default="full,gc,lora,lora_gc", help=f"comma-separated, of {', '.join(MODES)}")
-    parser.add_argument("--seq", type=int, default=1024)
+    parser.add_argument("--seq", type=int, default=1024, help="sequence length (the worker's; the target length)")
+    parser.add_argument("--seqs", default="256,512,1024",
+                        help="comma-separated lengths run in increasing order at 124M, e.g. 256,512,1024: each "
+                             "longer one runs only if the fit of the shorter ones says it fits the memory")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3, help="steps per run (the first includes compilation)")
     parser.add_argument("--limit_gb", type=float, default=16.0, help="the memory budget a run must fit")
@@ -217,28 +230,39 @@ def main() -> None:
     if args.worker:
         worker(sizes[0], modes[0], args.seq, args.batch, args.steps)
         return
+    seqs = sorted(int(x) for x in str(args.seqs or args.seq).split(","))
     measured: list[dict] = []
-    fits: dict[str, str] = {}
+    fits: dict[str, dict] = {}
     for size in sizes:
-        for mode in modes:
-            predicted = estimate(measured, size, mode, args.seq, args.batch)
-            available = mem_available_gb()
-            if predicted is not None and predicted > args.limit_gb:
-                record = {"size": size, "mode": mode, "skipped": f"estimated peak {predicted:.1f} GB > limit "
-                          f"{args.limit_gb} GB", "fits_limit": False}
-            elif predicted is not None and predicted > available - args.headroom_gb:
-                record = {"size": size, "mode": mode, "skipped": f"estimated peak {predicted:.1f} GB but only "
-                          f"{available:.1f} GB available now"}
-            else:
-                record = run_one(size, mode, args.seq, args.batch, 1 if size != sizes[0] else args.steps)
-                record["estimated_gb"] = None if predicted is None else round(predicted, 2)
-                record["fits_limit"] = "error" not in record and record["peak_rss_gb"] <= args.limit_gb
-                measured.append(record)
-            if record.get("fits_limit"):
-                fits[mode] = size
-            print(json.dumps(record), flush=True)
+        for seq in seqs if size == "gpt2" else [seqs[-1]]:
+            for mode in modes:
+                predicted = estimate(measured, size, mode, seq, args.batch)
+                available = mem_available_gb()
+                record = {"size": size, "mode": mode, "seq": seq, "batch": args.batch,
+                          "estimated_gb": None if predicted is None else round(predicted, 2)}
+                if predicted is not None and predicted > args.limit_gb:
+                    record.update(skipped=f"estimated peak {predicted:.1f} GB > limit {args.limit_gb} GB",
+                                  fits_limit=False)
+                elif predicted is not None and predicted > available - args.headroom_gb:
+                    record.update(skipped=f"estimated peak {predicted:.1f} GB, only {available:.1f} GB available")
+                    record["fits_limit_by_estimate"] = predicted <= args.limit_gb
+                elif predicted is None and size != "gpt2":
+                    record.update(skipped="no 124M run of this mode to estimate from")
+                else:
+                    record.update(run_one(size, mode, seq, args.batch, args.steps if size == "gpt2" else 1))
+                    record["fits_limit"] = "error" not in record and record["peak_rss_gb"] <= args.limit_gb
+                    measured.append(record)
+                if seq == seqs[-1] and (record.get("fits_limit") or record.get("fits_limit_by_estimate")):
+                    fits[mode] = {"size": size, "measured": bool(record.get("fits_limit"))}
+                print(json.dumps(record), flush=True)
+    for mode in modes:
+        for size in SIZES:
+            est = estimate(measured, size, mode, seqs[-1], args.batch)
+            if est is not None:
+                print(json.dumps({"estimate": {"mode": mode, "size": size, "seq": seqs[-1], "batch": args.batch,
+                                               "peak_gb": round(est, 2), "fits_limit": est <= args.limit_gb}}))
     print(json.dumps({"largest_size_within_limit": fits, "limit_gb": args.limit_gb}), flush=True)
-    for row in ascend_table(measured, args.seq, args.batch):
+    for row in ascend_table(measured, 1024, args.batch):
         print(json.dumps({"ascend_estimate": row}), flush=True)
 
 

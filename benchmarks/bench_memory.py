@@ -10,16 +10,18 @@ only) and the time of each step (the first one includes compilation).
 Modes: `full` (all weights trained), `gc` (gradient_checkpointing: each Block recomputed in the backward pass),
 `lora` (lora_r=8 on c_attn, base frozen: no gradients or AdamW moments for it), `lora_gc` (both).
 
-    python benchmarks/bench_memory.py                      # GPT-2 124M, seq 256, 512, then 1024, batch 2: 4 modes
-    python benchmarks/bench_memory.py --sizes gpt2,gpt2-medium --steps 1 --limit_gb 16
-    python benchmarks/bench_memory.py --seqs 256 --modes full,gc   # a quick look
+    python benchmarks/bench_memory.py --seqs 128,256,512,1024 --sizes gpt2,gpt2-medium   # what the README shows
+    python benchmarks/bench_memory.py --seqs 1024 --previous runs.jsonl --headroom_gb 100  # only the estimates
+    python benchmarks/bench_memory.py --seqs 256 --modes full,gc                            # a quick look
 
-Heavy: GPT-2 124M at 1,024 tokens x 2 needs several GB and ~1 min per step on 2 CPU cores. Before each run the
-parent estimates the peak from what it has measured (per-parameter and per-token costs, see `estimate`) and skips
-runs that would not leave `--headroom_gb` of MemAvailable, or that exceed `--limit_gb` (reported as not fitting,
-by estimate). Output: one JSON line per run, then a summary line with the fitted per-parameter / per-token costs
-and the Ascend sizing estimate for 32 GB and 64 GB cards (an ESTIMATE from these CPU measurements: device memory
-management, fused kernels and fp16/bf16 activations differ on Ascend).
+Heavy: GPT-2 124M at 512 tokens x 2 already peaks at ~8 GB (LoRA) on MindSpore 2.7's CPU backend. Sequence lengths
+run shortest first; before each run the parent estimates the peak from the runs so far (`fit_peak`: c + a x tokens
++ b x batch x seq^2 per mode, the activation terms shared by modes with the same gradient_checkpointing setting) and
+skips runs above `--limit_gb` (reported as not fitting, by estimate) or above MemAvailable minus `--headroom_gb`.
+Larger sizes run (one step) at the longest length only when their estimate fits. `--previous FILE` adds the
+measured lines of an earlier run to the fits. Output: one JSON line per run, the estimates for every size, the
+largest size within the limit, and the Ascend sizing ESTIMATE (`ascend_table`: measured bytes per weight, 12 B per
+trainable parameter, activations from the standard per-layer count, not from the CPU runs).
 """
 from __future__ import annotations
 
@@ -155,52 +157,74 @@ def run_one(size: str, mode: str, seq: int, batch: int, steps: int) -> dict:
     return record
 
 
-def fit_activations(measured: list[dict], mode: str) -> tuple[float, float] | None:
-    """(a, b) with activation GB per GPT-2-124M-shaped model = a * tokens + b * batch * seq^2 (the attention
-    matrices), least squares over the measured runs of `mode` at the 124M shape. Activation GB of a run = peak -
-    RSS with the weights built - 12 B per trainable parameter (float32 gradients + two AdamW moments)."""
-    rows = [m for m in measured if m["mode"] == mode and "error" not in m and m["size"] == "gpt2"]
+def _rows(measured: list[dict], mode: str) -> list[dict]:
+    return [m for m in measured if m["mode"] == mode and "error" not in m and m["size"] == "gpt2"
+            and "peak_rss_gb" in m]
+
+
+def fit_peak(measured: list[dict], mode: str) -> tuple[float, float, float] | None:
+    """(c, a, b): peak GB of the 124M model in `mode` = c + a * tokens + b * batch * seq^2 (tokens = batch * seq; the
+    seq^2 term is the attention matrices). Three or more sequence lengths of the mode: least squares. Fewer: a and
+    b come from the mode with the same gradient_checkpointing setting that has three (activations do not depend on
+    which weights train) and c is fitted; with nothing to borrow, b alone is fitted (an upper bound)."""
+    def design(rows):
+        return np.array([[1.0, m["seq"] * m["batch"], m["batch"] * m["seq"] ** 2] for m in rows])
+
+    rows = _rows(measured, mode)
     if not rows:
         return None
-    x = np.array([[m["seq"] * m["batch"], m["batch"] * m["seq"] ** 2] for m in rows], dtype=np.float64)
-    y = np.array([max(m["peak_rss_gb"] - m["rss_model_gb"] - 12e-9 * m["trainable"], 0.0) for m in rows])
-    if len(rows) == 1:  # one point: attribute it all to the quadratic term (an upper bound for longer sequences)
-        return 0.0, float(y[0] / x[0, 1])
-    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
-    return float(max(coef[0], 0.0)), float(max(coef[1], 0.0))
+    y = np.array([m["peak_rss_gb"] for m in rows])
+    if len({m["seq"] for m in rows}) >= 3:
+        c, a, b = np.linalg.lstsq(design(rows), y, rcond=None)[0]
+        return float(c), float(a), float(b)
+    donors = [other for other in MODES if other != mode and MODES[other]["gc"] == MODES[mode]["gc"]
+              and len({m["seq"] for m in _rows(measured, other)}) >= 3]
+    if donors:
+        _, a, b = fit_peak(measured, donors[0])
+        x = design(rows)
+        return float(np.mean(y - x[:, 1] * a - x[:, 2] * b)), a, b
+    m = rows[-1]
+    base = m["rss_model_gb"] + 12e-9 * m["trainable"]
+    return base, 0.0, (m["peak_rss_gb"] - base) / (m["batch"] * m["seq"] ** 2)
 
 
 def estimate(measured: list[dict], size: str, mode: str, seq: int, batch: int) -> float | None:
-    """Peak GB of (size, mode, seq, batch) from the 124M runs of the same mode: start RSS + weights (bytes per
-    parameter as measured) + 12 B per trainable parameter + activations (fit_activations; the per-token part scaled
-    by layers x width, the attention part by layers x heads)."""
-    coef = fit_activations(measured, mode)
-    if coef is None:
+    """Peak GB of (size, mode, seq, batch) from the 124M fit of the mode (fit_peak): the constant part split into
+    start RSS + weights + parameter-proportional state (scaled with the parameter count), the per-token part scaled
+    by layers x width, the attention part by layers x heads."""
+    fit = fit_peak(measured, mode)
+    if fit is None:
         return None
-    m = [r for r in measured if r["mode"] == mode and "error" not in r and r["size"] == "gpt2"][-1]
-    bytes_per_param = (m["rss_model_gb"] - m["rss_start_gb"]) / m["params"]
+    c, a, b = fit
+    m = _rows(measured, mode)[-1]
     s0, s1 = SIZES["gpt2"], SIZES[size]
-    act = coef[0] * seq * batch * (s1["n_layer"] * s1["n_embd"]) / (s0["n_layer"] * s0["n_embd"]) + \
-        coef[1] * batch * seq ** 2 * (s1["n_layer"] * s1["n_head"]) / (s0["n_layer"] * s0["n_head"])
-    trainable = lora_params(size) if MODES[mode]["lora"] else n_params(size)
-    return m["rss_start_gb"] + bytes_per_param * n_params(size) + 12e-9 * trainable + act
+    param_part = (c - m["rss_start_gb"]) * n_params(size) / m["params"]
+    act = a * seq * batch * (s1["n_layer"] * s1["n_embd"]) / (s0["n_layer"] * s0["n_embd"]) + \
+        b * batch * seq ** 2 * (s1["n_layer"] * s1["n_head"]) / (s0["n_layer"] * s0["n_head"])
+    return m["rss_start_gb"] + param_part + act
 
 
 def ascend_table(measured: list[dict], seq: int, batch: int) -> list[dict]:
-    """Sizing ESTIMATE for one Ascend card: float32 weights (4 B/param), gradients + AdamW moments of the trainable
-    weights (12 B/param), activations as fitted on this CPU (float32; fp16/bf16 matmul outputs and the device's
-    memory planner would lower them), plus 2 GB for the runtime. Not measured on Ascend."""
+    """Sizing ESTIMATE for one Ascend card (not measured on Ascend). Model state from the CPU measurements: the
+    weights' bytes per parameter as measured (float32), plus 12 B per trainable parameter (float32 gradient + two
+    AdamW moments). Activations NOT from the CPU runs (MindSpore's CPU runtime keeps ~14 float32 copies of every
+    attention matrix alive, see README) but from the standard count for a GPT layer with 16-bit matmul outputs
+    (Korthikanti et al. 2022): seq*batch*width*(34 + 5*heads*seq/width) bytes per layer; with recompute only each
+    layer's input (2*seq*batch*width bytes) is kept plus one layer's full set; plus the logits (float32 logits and
+    their gradient: 8*seq*batch*vocab) and 2 GB for the runtime."""
     rows = []
+    full = [m for m in measured if m.get("size") == "gpt2" and "rss_model_gb" in m]
+    bytes_per_param = ((full[-1]["rss_model_gb"] - full[-1]["rss_start_gb"]) * 1e9 / full[-1]["params"]) if full \
+        else 4.0
     for mode in MODES:
-        coef = fit_activations(measured, mode)
-        if coef is None:
-            continue
         for size in SIZES:
-            s0, s1 = SIZES["gpt2"], SIZES[size]
-            act = coef[0] * seq * batch * (s1["n_layer"] * s1["n_embd"]) / (s0["n_layer"] * s0["n_embd"]) + \
-                coef[1] * batch * seq ** 2 * (s1["n_layer"] * s1["n_head"]) / (s0["n_layer"] * s0["n_head"])
+            s1 = SIZES[size]
+            c, layers, heads = s1["n_embd"], s1["n_layer"], s1["n_head"]
+            per_layer = seq * batch * c * (34 + 5 * heads * seq / c)
+            act = (layers * 2 * seq * batch * c + per_layer) if MODES[mode]["gc"] else layers * per_layer
+            act += 8 * seq * batch * VOCAB
             trainable = lora_params(size) if MODES[mode]["lora"] else n_params(size)
-            gb = 2.0 + 4e-9 * n_params(size) + 12e-9 * trainable + act
+            gb = (2e9 + bytes_per_param * n_params(size) + 12 * trainable + act) / 1e9
             rows.append({"mode": mode, "size": size, "params": n_params(size), "seq": seq, "batch": batch,
                          "estimate_gb": round(gb, 1), "fits_32gb": gb < 32, "fits_64gb": gb < 64})
     return rows
@@ -218,6 +242,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="steps per run (the first includes compilation)")
     parser.add_argument("--limit_gb", type=float, default=16.0, help="the memory budget a run must fit")
     parser.add_argument("--headroom_gb", type=float, default=3.0, help="MemAvailable left for everything else")
+    parser.add_argument("--previous", default=None,
+                        help="JSON lines of an earlier run of this script: its measured runs join the fits")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes, modes = args.sizes.split(","), args.modes.split(",")
@@ -232,6 +258,9 @@ def main() -> None:
         return
     seqs = sorted(int(x) for x in str(args.seqs or args.seq).split(","))
     measured: list[dict] = []
+    if args.previous:
+        with open(args.previous, encoding="utf-8") as f:
+            measured = [r for r in map(json.loads, f) if "peak_rss_gb" in r and "error" not in r]
     fits: dict[str, dict] = {}
     for size in sizes:
         for seq in seqs if size == "gpt2" else [seqs[-1]]:
@@ -240,6 +269,11 @@ def main() -> None:
                 available = mem_available_gb()
                 record = {"size": size, "mode": mode, "seq": seq, "batch": args.batch,
                           "estimated_gb": None if predicted is None else round(predicted, 2)}
+                done = [m for m in measured if (m["size"], m["mode"], m["seq"], m["batch"]) ==
+                        (size, mode, seq, args.batch)]
+                if done:
+                    print(json.dumps({**done[-1], "from_previous": True}), flush=True)
+                    continue
                 if predicted is not None and predicted > args.limit_gb:
                     record.update(skipped=f"estimated peak {predicted:.1f} GB > limit {args.limit_gb} GB",
                                   fits_limit=False)

@@ -246,8 +246,6 @@ def read_adapter_config(directory: str) -> dict[str, Any]:
     for key in ("r", "lora_alpha", "target_modules"):
         if key not in cfg:
             raise ValueError(f"{path}: missing '{key}'")
-    if not cfg.get("fan_in_fan_out", True):
-        pass  # PEFT forces fan_in_fan_out=True for Conv1D and stores weights the same way either way
     return cfg
 
 
@@ -318,8 +316,9 @@ def load_adapter(model, directory: str):
     saved = [m for m in (cfg.get("modules_to_save") or []) if any(_match(n, m) for n in cells if n)]
     table = model.base_model().token_embedding().weight
     table_key = next((n for n, p in model.parameters_and_names() if p is table), None)
-    if table_key in keys and keys[table_key].shape[0] != table.shape[0] and keys[table_key].shape[1:] == table.shape[1:]:
-        model.resize_token_embeddings(int(keys[table_key].shape[0]))  # task tokens were added before training
+    stored = keys.get(table_key)
+    if stored is not None and stored.shape[0] != table.shape[0] and stored.shape[1:] == table.shape[1:]:
+        model.resize_token_embeddings(int(stored.shape[0]))  # task tokens were added before training
     apply_lora(model, r, float(cfg["lora_alpha"]), 0.0, lora_modules, saved, cfg.get("base_model_name_or_path"),
                bool(cfg.get("use_rslora", False)))
     model.lora_config.update(target_modules=cfg["target_modules"], lora_dropout=float(cfg.get("lora_dropout", 0.0)),

@@ -272,7 +272,10 @@ def main() -> None:
                 done = [m for m in measured if (m["size"], m["mode"], m["seq"], m["batch"]) ==
                         (size, mode, seq, args.batch)]
                 if done:
-                    print(json.dumps({**done[-1], "from_previous": True}), flush=True)
+                    record = {**done[-1], "from_previous": True}
+                    if seq == seqs[-1] and record.get("fits_limit"):
+                        fits[mode] = {"size": size, "measured": True}
+                    print(json.dumps(record), flush=True)
                     continue
                 if predicted is not None and predicted > args.limit_gb:
                     record.update(skipped=f"estimated peak {predicted:.1f} GB > limit {args.limit_gb} GB",

@@ -102,6 +102,10 @@ def test_bad_lora_input_is_one_clear_error(tmp_path):
 
     with pytest.raises(ValueError, match="lora_r must be a non-negative integer.*-1"):
         parse_config(FinetuneArguments, ["--lora_r=-1"])
+    from ms_gpt.recipes.finetune import check_arguments
+
+    with pytest.raises(ValueError, match="use trainer: ms_gpt"):
+        check_arguments(parse_config(FinetuneArguments, ["--lora_r=2", "--trainer=mindnlp", "--train_file=x.csv"]))
     with pytest.raises(ValueError, match=r"\['q_proj'\] names no module.*c_attn, c_proj, c_fc"):
         apply_lora(_lm_base(), 4, target_modules=["q_proj"])
     with pytest.raises(ValueError, match="names LayerNorm modules"):

@@ -89,6 +89,8 @@ def check_arguments(args: FinetuneArguments) -> None:
             raise ValueError(f"{name}={getattr(args, name)!r}; expected one of {', '.join(STRATEGIES)}")
     if args.trainer not in TRAINERS:
         raise ValueError(f"trainer={args.trainer!r}; expected one of {', '.join(TRAINERS)}")
+    if args.lora_r and args.trainer != "ms_gpt":
+        raise ValueError(f"lora_r={args.lora_r} trains a LoRA adapter with ms_gpt's engine; use trainer: ms_gpt")
     if args.metric_for_best_model.removeprefix("eval_") not in ("accuracy", "f1", "loss"):
         raise ValueError(f"metric_for_best_model={args.metric_for_best_model!r}; expected accuracy, f1 or loss")
     if not args.train_file and not args.dataset_name:

@@ -45,6 +45,15 @@ def test_adapter_made_by_peft_gives_peft_logits_and_merges(tmp_path):
     assert sorted(os.listdir(tmp_path / "merged")) == ["config.json", "model.safetensors"]
     again = GPTLMHeadModel.from_pretrained(str(tmp_path / "merged"))
     assert np.abs(again(ref["input_ids"]).asnumpy() - logits).max() < ATOL
+    # the recipes' save: the adapter, or with merge_lora the merged full model replacing it in the same directory
+    from ms_gpt.recipes.pretrain import PretrainArguments, save_model
+
+    out = tmp_path / "run"
+    save_model(model, PretrainArguments(output_dir=str(out)))
+    assert sorted(os.listdir(out)) == ["adapter_config.json", "adapter_model.safetensors"]
+    save_model(model, PretrainArguments(output_dir=str(out), merge_lora=True))
+    assert sorted(os.listdir(out)) == ["config.json", "model.safetensors"]
+    assert np.abs(GPTLMHeadModel.from_pretrained(str(out))(ref["input_ids"]).asnumpy() - logits).max() < ATOL
 
     ref = np.load(os.path.join(PEFT, "gpt2-cls-lora", "expected.npz"))
     cls = GPTForSequenceClassification.from_pretrained(os.path.join(PEFT, "gpt2-cls-lora"))
@@ -230,6 +239,9 @@ def test_lora_runs_from_the_cli_and_cannot_resume_as_a_full_run(tmp_path):
     tuned = GPTLMHeadModel.from_pretrained(str(run))(ids).asnumpy()
     plain = GPTLMHeadModel.from_pretrained(str(base))(ids).asnumpy()
     assert np.abs(tuned - plain).max() > 1e-4
+    proc = subprocess.run([sys.executable, "-m", "ms_gpt.generate", "--model", str(run), "--prompt", "ROMEO:",
+                           "--max_new_tokens", "8"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.startswith("ROMEO:"), proc.stderr[-2000:]
     # fine-tuning: the classification head trains and is saved with the adapter (PEFT's modules_to_save), and so is
     # the token table, which grew by the three task tokens
     from ms_gpt import GPTForSequenceClassification

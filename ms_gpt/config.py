@@ -209,7 +209,8 @@ class TrainingArguments:
     jit_level: str = "auto"  # MindSpore graph optimisation level O0 | O1 | O2; auto = O1 on CPU, O0 on Ascend/GPU
     disable_tqdm: bool = False
     gradient_checkpointing: bool = field(default=False, metadata={
-        "help": "recompute each Block's activations in the backward pass: less activation memory, ~1/3 more compute"})
+        "help": "recompute each Block's activations in the backward pass (MindSpore recompute; for Ascend: on "
+                "MindSpore 2.7's CPU backend the peak memory does not drop, see README)"})
 
 
 @dataclass

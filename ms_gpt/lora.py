@@ -365,13 +365,25 @@ def load_adapter_model(cls, directory: str, **config_overrides):
         score = read_safetensors(head).get(PEFT_PREFIX + "score.weight")
         if score is not None:
             config_overrides = dict(config_overrides, num_labels=int(score.shape[0]))
+    import warnings
+
     try:
-        model = load_pretrained(cls, base, **config_overrides)
+        with warnings.catch_warnings(record=True) as caught:  # the base's own head warnings, judged below
+            warnings.simplefilter("always")
+            model = load_pretrained(cls, base, **config_overrides)
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{directory}: cannot load its base model {cfg.get('base_model_name_or_path')!r} "
                                 f"(base_model_name_or_path, resolved from the working directory {os.getcwd()}): "
                                 f"{err}") from None
-    return load_adapter(model, directory)
+    model = load_adapter(model, directory)
+    from .checkpoint import read_safetensors
+
+    stored = {k[len(PEFT_PREFIX):] for k in read_safetensors(head)}
+    heads = [n for n, _ in model.parameters_and_names() if not n.startswith("transformer.")]
+    for w in caught:  # "newly initialized" head weights are fine when the adapter carries them (modules_to_save)
+        if not ("newly initialized" in str(w.message) and all(n in stored for n in heads)):
+            warnings.warn(w.message, w.category, stacklevel=3)
+    return model
 
 
 # ---- merging -----------------------------------------------------------------------------------------------------

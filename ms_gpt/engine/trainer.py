@@ -170,6 +170,11 @@ class Trainer:
         warmup = args.warmup_steps or int(math.ceil(args.warmup_ratio * self.total_steps))
         schedule = lr_schedule(args.learning_rate, self.total_steps, warmup, args.lr_scheduler_type,
                                args.min_learning_rate)
+        if args.gradient_checkpointing:
+            from ..model import enable_gradient_checkpointing
+
+            enable_gradient_checkpointing(model)
+        # only trainable Parameters get gradients and AdamW state: frozen ones (a LoRA run's base) are left alone
         self.params = model.trainable_params()
         self.optimizer = AdamW(self.params, schedule, args.weight_decay, (args.adam_beta1, args.adam_beta2),
                                args.adam_epsilon)
@@ -397,6 +402,11 @@ class Trainer:
             state = json.load(f)
         params = {p.name: p for p in self._state_params()}
         saved = ms.load_checkpoint(os.path.join(checkpoint, TRAINING_STATE))
+        saved_lora, lora = (any(".lora_A." in k for k in names) for names in (saved, params))
+        if saved_lora != lora:
+            kinds = {True: "a LoRA run (adapter weights only are trained)", False: "a full run (all weights trained)"}
+            raise ValueError(f"{checkpoint} was written by {kinds[saved_lora]}, but this run is {kinds[lora]}; "
+                             "resume with the same lora_r and lora_target_modules as the checkpoint's run")
         missing = sorted(set(params) - set(saved))
         if missing:
             raise ValueError(f"{checkpoint}: training state lacks {missing[:5]} (different model or optimizer?)")

@@ -20,7 +20,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..config import GPTConfig, TrainingArguments, parse_config
+from ..config import GPTConfig, LoraArguments, TrainingArguments, parse_config
 from ..paths import resolve_path
 
 IGNORE_INDEX = -100
@@ -29,7 +29,7 @@ PADDINGS = ("auto", "max_length", "dynamic")
 
 
 @dataclass
-class DialogueArguments(TrainingArguments):
+class DialogueArguments(TrainingArguments, LoraArguments):
     """Dialogue fine-tuning options on top of the engine's TrainingArguments."""
 
     task: str = "dialogue"
@@ -74,6 +74,7 @@ class DialogueArguments(TrainingArguments):
     output_dir: str = "runs/gpt2_chitchat_zh"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.task != "dialogue":
             raise ValueError(f"task={self.task!r}; this recipe trains task 'dialogue'")
         if self.long_dialogues not in LONG_DIALOGUES:
@@ -472,6 +473,9 @@ def run_dialogue(args: DialogueArguments, log=print) -> dict:
         stream = mapping[stream] if stream is not None else None
     lm = GPTLMHeadModel.from_pretrained(source_dir) if source_dir else new_model(args, tokenizer)
     check_model(lm, tokenizer, args)
+    from ..lora import apply_lora_from_args
+
+    apply_lora_from_args(lm, args, args.model_name_or_path)  # lora_r > 0: adapters on the given model
     n_params = sum(int(np.prod(p.shape)) for p in lm.trainable_params())
     if device.is_main:
         s = data.stats
@@ -511,7 +515,9 @@ def run_dialogue(args: DialogueArguments, log=print) -> dict:
         log(f"held-out dialogue loss {before:.3f} -> {after:.3f} after {summary['step']} steps "
             f"({train_seconds:.1f} s)")
         lm.set_train(False)
-        lm.save_pretrained(args.output_dir)
+        from .pretrain import save_model
+
+        save_model(lm, args)
         tokenizer.save_pretrained(args.output_dir)
         if args.chat_samples > 0:
             t_chat = time.perf_counter()

@@ -6,7 +6,8 @@ Every variant is its own process (a fresh MindSpore, as on the command line) and
 - `train_s`, `steps_per_s`: the training call (ms_gpt: `Trainer.train`, compiles and the evaluations it runs
   included; mindnlp: `Trainer.train`) and steps over it;
 - `train_compilations` / `eval_compilations`: graphs the engine compiled for the train / evaluation step;
-- `vs_mindnlp`: steps_per_s over mindnlp's in the same run (sentiment and entailment; dialogue has no mindnlp path).
+- `vs_mindnlp` / `wall_vs_mindnlp`: steps_per_s over mindnlp's / mindnlp's wall_s over this one, same run
+  (sentiment and entailment; the dialogue recipe has no mindnlp path).
 Other processes may share the machine: compare the ratios within one run; each line carries the load average.
 
     python benchmarks/bench_finetune.py                           # sentiment, entailment, dialogue (~10 min idle)
@@ -70,19 +71,24 @@ def main(argv=None) -> list[dict]:
         for recipe in args.recipes.split(","):
             if recipe not in RECIPES:
                 parser.error(f"unknown recipe {recipe!r}; expected {', '.join(RECIPES)}")
-            results = []
-            for variant in args.variants.split(","):
+            variants = args.variants.split(",")
+            for variant in variants:
                 if variant not in VARIANTS:
                     parser.error(f"unknown variant {variant!r}; expected {', '.join(VARIANTS)}")
+            # mindnlp first: every ms_gpt line then carries its ratio to it
+            variants.sort(key=lambda v: v != "mindnlp")
+            base = None
+            for variant in variants:
                 if variant == "mindnlp" and recipe == "dialogue":
                     continue  # the dialogue recipe trains with ms_gpt's engine only
-                results.append(run(recipe, variant, args.max_steps, tmp))
-            base = next((r for r in results if r["variant"] == "mindnlp" and "error" not in r), None)
-            for r in results:
-                if base is not None and "error" not in r:
+                r = run(recipe, variant, args.max_steps, tmp)
+                if variant == "mindnlp" and "error" not in r:
+                    base = r
+                elif base is not None and "error" not in r:
                     r["vs_mindnlp"] = r["steps_per_s"] / base["steps_per_s"]
+                    r["wall_vs_mindnlp"] = base["wall_s"] / r["wall_s"]
                 print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}), flush=True)
-            lines += results
+                lines.append(r)
     return lines
 
 

@@ -40,7 +40,7 @@ class DialogueArguments(TrainingArguments):
     trim_vocab: bool = False  # from scratch: keep only the BERT tokens the data uses (a much cheaper output layer)
     max_seq_length: int = 64
     long_dialogues: str = "truncate"  # drop | truncate (keep the leading whole turns that fit)
-    padding: str = "auto"  # auto (max_length on Ascend or with gradient accumulation, else as ms_gpt.data.padding) | ...
+    padding: str = "auto"  # auto (max_length on Ascend or with gradient accumulation, else data.padding.AUTO_POLICY)
     pad_to_multiple_of: int = 16  # dynamic padding rounds the batch length up to this (one dynamic-shape graph)
     validation_fraction: float = 0.1
     split_seed: int = 0  # the held-out split depends on this only, so runs with other seeds stay comparable

@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 
 from ..config import GPTConfig, LoraArguments, TrainingArguments
-from ..data.padding import EpochBatches, collate, eval_batches, padded_length, resolve_policy
+from ..data.padding import EpochBatches, collate, eval_batches, padded_length, real_rows, resolve_policy
 from ..data.tasks import (TASKS, Encoded, TaskData, TaskFormatter, add_task_tokens, check_task, load_records,
                           records_to_examples)
 from ..device import setup_device
@@ -303,12 +303,15 @@ def _train_with_engine(args, model, tokenizer, encoded: dict[str, Encoded], layo
     def compute_metrics(name, host, batches):
         logits = np.concatenate([h[-1] for h in host])
         labels = np.concatenate([b[labels_key] for b in batches])
+        real = real_rows(labels)  # without the rows that top up the last batch
+        logits, labels = logits[real], labels[real]
         return {f"{name}_{k}": v for k, v in classification_metrics(logits, labels, num_labels).items()}
 
     metric = args.metric_for_best_model.removeprefix("eval_")
     trainer = Trainer(model, engine_args, source, eval_sets, tokenizer=tokenizer, run_config=asdict(args),
                       total_steps=total, compute_metrics=compute_metrics, device=device,
-                      metric_for_best_model=f"validation_{metric}", greater_is_better=metric != "loss")
+                      metric_for_best_model=f"validation_{metric}", greater_is_better=metric != "loss",
+                      dynamic_shapes=layout["policy"] == "dynamic")
     start = time.perf_counter()
     summary = trainer.train()
     runtime = time.perf_counter() - start
@@ -332,6 +335,7 @@ def _train_with_engine(args, model, tokenizer, encoded: dict[str, Encoded], layo
         for key, value in final.items():
             split, _, metric_name = key.partition("_")
             results[f"{'eval' if split == 'validation' else split}_{metric_name}"] = value
+    results["eval_compilations"] = trainer.eval_compilations  # validation and test batches share the graphs
     return results
 
 

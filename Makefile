@@ -5,9 +5,13 @@ PY := $(VENV)/bin/python
 # the PyTorch + transformers reference (fixtures, benchmarks); never a dependency of ms_gpt
 REF_VENV ?= .venv-ref
 REF_PY := $(REF_VENV)/bin/python
+# the newest MindSpore the registry serves, for `make test-compat` (requirements.txt keeps the reproducible pin)
+COMPAT_VENV ?= .venv-compat
+COMPAT_PY := $(COMPAT_VENV)/bin/python
+COMPAT_MINDSPORE ?= 2.10.0
 export GLOG_v := 3
 
-.PHONY: test test-slow demo venv ref bench clean
+.PHONY: test test-slow test-compat demo venv ref compat-venv bench clean
 
 venv: $(VENV)/.installed
 
@@ -25,8 +29,26 @@ test: venv
 test-slow: venv
 	$(PY) -m pytest -q -p no:cacheprovider -m slow
 
+# The suite's core on the newest MindSpore (see COMPAT_MINDSPORE): model, checkpoints, tokenizers, generation, engine,
+# the pretraining and fine-tuning CLIs and the mindnlp compat layer. Notebooks and slow runs are left to `make test`.
+COMPAT_TESTS := tests/test_model.py tests/test_checkpoint.py tests/test_tokenizers.py tests/test_generation.py \
+	tests/test_engine.py tests/test_pretrain.py tests/test_finetune.py tests/test_compat_mindnlp.py
+test-compat: compat-venv
+	$(COMPAT_PY) -c "import mindspore; print('MindSpore', mindspore.__version__)"
+	$(COMPAT_PY) -m pytest -q -p no:cacheprovider $(COMPAT_TESTS)
+
 demo: venv
 	$(PY) -m ms_gpt.demo
+
+compat-venv: $(COMPAT_VENV)/.installed
+
+$(COMPAT_VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_PY) -m pip install -q --upgrade pip
+	sed 's/^mindspore==.*/mindspore==$(COMPAT_MINDSPORE)/' requirements.txt > $(COMPAT_VENV)/requirements.txt
+	$(COMPAT_PY) -m pip install -q -r $(COMPAT_VENV)/requirements.txt
+	$(COMPAT_PY) -m pip install -q --no-deps -e .
+	touch $@
 
 ref: $(REF_VENV)/.installed
 
@@ -41,4 +63,4 @@ bench: venv ref
 	$(PY) benchmarks/bench_generate.py
 
 clean:
-	rm -rf $(VENV) $(REF_VENV) runs .pytest_cache
+	rm -rf $(VENV) $(REF_VENV) $(COMPAT_VENV) runs .pytest_cache

@@ -654,6 +654,10 @@ def load_pretrained(cls, path: str, **config_overrides):
     replace config.json fields (e.g. num_labels=3, compute_dtype="float16", resid_pdrop=0.0).
     """
     path = os.fspath(path)
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "adapter_config.json")):
+        from .lora import load_adapter_model  # a PEFT LoRA directory: its base, then the adapter
+
+        return load_adapter_model(cls, path, **config_overrides)
     if os.path.isdir(path):
         weights_path = _find_weights(path)
         config_path = os.path.join(path, CONFIG_NAME)
@@ -709,8 +713,14 @@ def save_pretrained(model, directory: str, safe_serialization: bool = True) -> N
     Keys are those HF saves for the matching class (the tied lm_head is left out, as HF does). The files are written
     into a temporary directory beside `directory`, then renamed into place: a new directory appears whole; in an
     existing one (which may hold a tokenizer or training checkpoints, left untouched) each file is replaced
-    atomically, weights before config. A stale weight file of the other format is removed.
+    atomically, weights before config. A stale weight file of the other format is removed. A model with LoRA
+    adapters (`ms_gpt.lora`) writes the adapter in PEFT's layout instead.
     """
+    from .lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, is_lora_model, save_adapter
+
+    if is_lora_model(model):  # PEFT's layout: adapter_config.json + adapter_model.safetensors
+        save_adapter(model, directory)
+        return
     directory = os.path.abspath(os.fspath(directory))
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise ValueError(f"save_pretrained: {directory} exists and is not a directory")
@@ -739,7 +749,7 @@ def save_pretrained(model, directory: str, safe_serialization: bool = True) -> N
             return
         for name in written:
             os.replace(os.path.join(tmp, name), os.path.join(directory, name))
-        for stale in WEIGHT_FILES:
+        for stale in WEIGHT_FILES + (ADAPTER_CONFIG, ADAPTER_WEIGHTS):  # a full checkpoint replaces an adapter
             if stale != weights_name and os.path.isfile(os.path.join(directory, stale)):
                 os.remove(os.path.join(directory, stale))
     finally:

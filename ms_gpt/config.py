@@ -232,6 +232,29 @@ def _annotation_text(annotation: Any) -> str:
     if isinstance(annotation, type):
         return annotation.__name__
     return str(annotation).replace("typing.", "")
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute each Block's activations in the backward pass (MindSpore recompute; for Ascend: on "
+                "MindSpore 2.7's CPU backend the peak memory does not drop, see README)"})
+
+
+@dataclass
+class LoraArguments:
+    """LoRA options shared by the recipes (names as in TRL's ModelConfig; the adapter is saved in PEFT's layout)."""
+
+    lora_r: int = field(default=0, metadata={
+        "help": "LoRA rank on the Conv1D projections; 0 = off (train all weights), > 0 trains only the adapter "
+                "(and task heads) on top of the frozen base model"})
+    lora_alpha: float = field(default=8.0, metadata={"help": "LoRA scaling numerator: update = lora_alpha / r * B A"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA branch's input"})
+    lora_target_modules: list[str] = field(default_factory=lambda: ["c_attn"], metadata={
+        "help": "Conv1D modules that get adapters (comma-separated): c_attn, c_proj (attention and MLP), c_fc"})
+    merge_lora: bool = field(default=False, metadata={
+        "help": "with lora_r > 0: write a plain full checkpoint with the adapter merged in, instead of the adapter"})
+
+    def __post_init__(self) -> None:
+        from .lora import check_lora_options
+
+        check_lora_options(self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_target_modules)
 
 
 def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:

@@ -586,7 +586,7 @@ class GenerationArguments:
                              "hub name")
         model = GPTLMHeadModel.from_pretrained(self.model)
         local = os.path.exists(self.model) or self.model in BUNDLED_TOKENIZERS
-        return model, load_tokenizer(self.model if local else model.name_or_path)
+        return model, load_tokenizer(self.model if local else getattr(model, "name_or_path", self.model))
 
     def generate_kwargs(self) -> dict:
         """The decoding options that are set, as generate() keyword arguments (model and device aside)."""

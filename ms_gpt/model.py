@@ -49,6 +49,47 @@ class Conv1D(nn.Cell):
         return y.reshape(lead + (self.n_out,))
 
 
+class LoraWeight(nn.Cell):
+    """One LoRA factor: a bias-free linear weight stored [out, in] (PEFT's `lora_A` / `lora_B` nn.Linear layout)."""
+
+    def __init__(self, weight: Parameter):
+        super().__init__()
+        self.weight = weight
+
+
+class LoraConv1D(Conv1D):
+    """A frozen Conv1D plus PEFT's LoRA update: y = x W + b + scaling * (dropout(x) A^T) B^T.
+
+    Takes over the wrapped Conv1D's `weight` / `bias` Parameters (same objects, same names) and adds `lora_A.weight`
+    [r, in] and `lora_B.weight` [out, r], so the parameter names are PEFT's keys without `base_model.model.`.
+    scaling = lora_alpha / r (lora_alpha / sqrt(r) with use_rslora). Built by `ms_gpt.lora.apply_lora`.
+    """
+
+    def __init__(self, base: Conv1D, lora_a: Parameter, lora_b: Parameter, scaling: float, dropout: float = 0.0):
+        nn.Cell.__init__(self)  # not Conv1D.__init__: the base Parameters are reused, none are created
+        self.n_out, self.compute_dtype, self.matmul = base.n_out, base.compute_dtype, base.matmul
+        self.weight, self.bias = base.weight, base.bias
+        self.lora_A = LoraWeight(lora_a)
+        self.lora_B = LoraWeight(lora_b)
+        self.scaling = float(scaling)
+        self.r = int(lora_a.shape[0])
+        self.use_dropout = dropout > 0
+        self.lora_dropout = nn.Dropout(p=dropout) if dropout > 0 else None
+        self.matmul_t = ops.MatMul(transpose_b=True)  # x [N, in] @ A^T, then @ B^T: both factors stay [out, in]
+
+    def construct(self, x):
+        y = super().construct(x)
+        lead = x.shape[:-1]
+        h = x.reshape(-1, x.shape[-1])
+        if self.use_dropout:
+            h = self.lora_dropout(h)
+        a, b = self.lora_A.weight, self.lora_B.weight
+        if self.compute_dtype != ms.float32:
+            h, a, b = h.astype(self.compute_dtype), a.astype(self.compute_dtype), b.astype(self.compute_dtype)
+        delta = self.matmul_t(self.matmul_t(h, a), b).astype(ms.float32)
+        return y + (delta * self.scaling).reshape(lead + (self.n_out,))
+
+
 class LayerNorm(nn.Cell):
     """LayerNorm over the last axis with HF parameter names (`weight`, `bias`), always computed in float32."""
 
@@ -172,6 +213,22 @@ class Block(nn.Cell):
         return self.ln_2(x + self.mlp(x)), present
 
 
+def enable_gradient_checkpointing(model: nn.Cell) -> int:
+    """Recompute every Block's activations in the backward pass instead of storing them (MindSpore's
+    `Cell.recompute`, configured for graph mode; a Block's output is kept). Returns how many Blocks are set.
+    Apply LoRA first: recompute flags the sub-cells a Block holds at the time of the call."""
+    from .device import graph_mode
+
+    count = 0
+    for _, cell in model.cells_and_names():
+        if isinstance(cell, Block):
+            if not getattr(cell, "_has_config_recompute", False):
+                with graph_mode():  # in PyNative, recompute() would also wrap eager calls in its own executor path
+                    cell.recompute()
+            count += 1
+    return count
+
+
 class GPTPreTrainedModel(nn.Cell):
     """Shared by all GPT cells: input checks for eager calls and HF checkpoint loading/saving."""
 
@@ -200,6 +257,10 @@ class GPTPreTrainedModel(nn.Cell):
     def save_pretrained(self, directory: str, safe_serialization: bool = True) -> None:
         from .checkpoint import save_pretrained
         save_pretrained(self, directory, safe_serialization=safe_serialization)
+
+    def gradient_checkpointing_enable(self) -> None:
+        """HF's name: recompute each Block in the backward pass of compiled training steps."""
+        enable_gradient_checkpointing(self)
 
     def base_model(self) -> "GPTModel":
         return self if isinstance(self, GPTModel) else self.transformer

@@ -17,7 +17,8 @@ def main(argv=None) -> dict:
         print("\n---- sample ----\n" + summary["sample"] + "\n----------------")
     last = summary.get("last_eval") or {}
     print(f"final: step {summary['step']}, train loss {last.get('train_loss', float('nan')):.4f}, "
-          f"val loss {last.get('val_loss', float('nan')):.4f}; model and tokenizer in {summary['output_dir']}; "
+          f"val loss {last.get('val_loss', float('nan')):.4f}, validation-split perplexity "
+          f"{summary.get('val_perplexity', float('nan')):.4f}; model and tokenizer in {summary['output_dir']}; "
           f"loss curve {summary.get('loss_curve')}")
     return summary
 

@@ -20,11 +20,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_importing_ms_gpt_and_compat_does_not_import_mindnlp():
-    code = "import sys, ms_gpt, ms_gpt.compat.mindnlp; print('mindnlp' in sys.modules)"
+    code = "import sys, ms_gpt, ms_gpt.compat.mindnlp; print('mindnlp imported:', 'mindnlp' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                             env={**os.environ, "GLOG_v": "3"})
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == "False"
+    # MindSpore 2.10 prints its allocator settings ("[MS_ALLOC_CONF] ...") on stdout too: look for our line only
+    assert "mindnlp imported: False" in result.stdout.splitlines(), result.stdout
 
 
 def test_import_mindnlp_applies_fixes_once():

@@ -2,6 +2,7 @@
 run on the bundled dialogues (short pretraining on Chinese reviews first) whose output directory is then loaded and
 chatted with through `python -m ms_gpt.chat`."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -70,7 +71,7 @@ def test_heldout_split_is_seeded_and_keeps_prompts_on_one_side():
 
 def test_batches_shuffle_resume_and_pad_shapes():
     rows = [np.arange(1, n + 1, dtype=np.int32) for n in (3, 5, 9, 17, 4, 6, 7)]
-    source = DialogueBatches(rows, 3, 32, 0, seed=5, static=False, multiple=8)
+    source = DialogueBatches(rows, 3, 32, 0, seed=5, policy="dynamic", multiple=8)
     first = [source.next_batch() for _ in range(3)]  # 9 rows: crosses into the second epoch
     assert all(b["input_ids"].shape[0] == 3 and b["input_ids"].shape[1] % 8 == 0 for b in first)
     seen = [int(r[r > 0][-1]) for b in first[:2] for r in b["input_ids"]] + \
@@ -78,13 +79,13 @@ def test_batches_shuffle_resume_and_pad_shapes():
     assert sorted(seen) == [3, 4, 5, 6, 7, 9, 17]  # one epoch = every row once
     state = source.state_dict()
     expected = [source.next_batch() for _ in range(2)]
-    resumed = DialogueBatches(rows, 3, 32, 0, seed=5, static=False, multiple=8)
+    resumed = DialogueBatches(rows, 3, 32, 0, seed=5, policy="dynamic", multiple=8)
     resumed.load_state_dict(json.loads(json.dumps(state)))
     for a, b in zip(expected, [resumed.next_batch() for _ in range(2)]):
         assert all(np.array_equal(a[k], b[k]) for k in a)
-    static = DialogueBatches(rows, 3, 32, 0, seed=5, static=True, multiple=8)
+    static = DialogueBatches(rows, 3, 32, 0, seed=5, policy="max_length", multiple=8)
     assert static.next_batch()["input_ids"].shape == (3, 32)
-    held = eval_batches(rows, 4, 32, 0, static=True, multiple=8)
+    held = eval_batches(rows, 4, 32, 0, policy="max_length", multiple=8)
     assert [b["input_ids"].shape for b in held] == [(4, 32), (4, 32)]
     assert (held[1]["labels"][3] == -100).all()  # the filler row adds nothing to the loss
 
@@ -127,6 +128,10 @@ def test_finetuning_lowers_heldout_loss_and_writes_results(trained):
         saved = json.load(f)
     assert saved["heldout_loss_before"] == pytest.approx(results["heldout_loss_before"])
     assert saved["heldout_loss_after"] < saved["heldout_loss_before"] - 1.0
+    # held-out perplexity (ms_gpt.evaluation, per token): with every held-out dialogue in one eval batch of 48, the
+    # trainer's mean loss is the same per-token mean
+    assert saved["data"]["heldout"] <= 48
+    assert math.log(saved["heldout_perplexity_after"]) == pytest.approx(saved["heldout_loss_after"], rel=1e-4)
     assert saved["pretrain_val_loss_after"] < saved["pretrain_val_loss_before"]
     assert saved["data"]["heldout"] > 30 and saved["data"]["train"] > 350
     assert len(saved["chat_samples"]) == 2 and all(isinstance(s["reply"], str) for s in saved["chat_samples"])
@@ -145,3 +150,35 @@ def test_output_dir_loads_and_chats_on_the_command_line(trained):
     assert proc.returncode == 0, proc.stderr[-2000:]
     replies = [line for line in proc.stdout.splitlines() if line.strip()]
     assert len(replies) >= 2  # one reply per turn (a reply may itself span lines)
+
+
+def test_padding_auto_bounds_compiles_and_policies_give_equal_losses(tmp_path):
+    """Dialogue lengths vary widely: with padding auto the train and evaluation steps compile at most 4 graphs each
+    (1 with dynamic shapes), and the padding policy changes no loss (padding is masked and labelled -100)."""
+    from ms_gpt.data.padding import AUTO_POLICY
+
+    def run(padding):
+        out = str(tmp_path / padding)
+        results = train_dialogue([
+            "--task", "dialogue", "--output_dir", out, "--trim_vocab", "--padding", padding, "--max_seq_length", "96",
+            "--pad_to_multiple_of", "1", "--n_layer", "2", "--n_head", "2", "--n_embd", "64", "--dropout", "0.0",
+            "--pretrain_files=", "--max_steps", "12", "--eval_steps", "6", "--logging_steps", "1",
+            "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "32", "--disable_tqdm",
+            "--chat_samples", "0"])
+        with open(os.path.join(out, "metrics.jsonl"), encoding="utf-8") as f:
+            records = [json.loads(line) for line in f]
+        return results, [r["loss"] for r in records if "loss" in r], [r["heldout_loss"] for r in records
+                                                                       if "heldout_loss" in r]
+
+    auto, auto_train, auto_heldout = run("auto")
+    assert auto["padding"] == AUTO_POLICY
+    bound = 1 if AUTO_POLICY == "dynamic" else 4
+    assert 1 <= auto["train_compilations"] <= bound and 1 <= auto["eval_compilations"] <= bound, auto
+    static, static_train, static_heldout = run("max_length")
+    assert static["train_compilations"] == 1 and static["eval_compilations"] == 1
+    other = "dynamic" if AUTO_POLICY == "bucket" else "bucket"
+    _, other_train, other_heldout = run(other)
+    assert len(static_train) == 12 and len(static_heldout) == 2
+    for train, heldout in ((auto_train, auto_heldout), (other_train, other_heldout)):
+        np.testing.assert_allclose(train, static_train, rtol=2e-5)
+        np.testing.assert_allclose(heldout, static_heldout, rtol=2e-5)

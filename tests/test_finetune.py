@@ -196,3 +196,55 @@ def test_mindnlp_trainer_trains_the_same_recipe(tmp_path):
     assert 0.0 <= results["eval_accuracy"] <= 1.0 and "eval_f1" in results
     assert results["eval_loss"] < np.log(2)  # learned at least the class prior
     assert os.path.isfile(os.path.join(args.output_dir, "model.safetensors"))
+
+
+# ---- padding policies: equal losses, bounded compiles --------------------------------------------------------------
+def _distinct_lengths(args, policy):
+    from ms_gpt.data.padding import EpochBatches
+    from ms_gpt.data.tasks import TaskFormatter, add_task_tokens
+    from ms_gpt.recipes.finetune import load_task_data
+    from ms_gpt.tokenizers import load_tokenizer
+
+    splits = load_task_data(args)
+    tokenizer = load_tokenizer(args.tokenizer)
+    add_task_tokens(tokenizer)
+    data = TaskFormatter(tokenizer, args.task, args.max_seq_length).encode(splits["train"])
+    source = EpochBatches(data, args.per_device_train_batch_size, policy, args.max_seq_length, 0, args.seed)
+    return {source.next_batch()["input_ids"].shape[-1] for _ in range(args.max_steps)}
+
+
+def test_padding_policies_give_equal_losses_and_bounded_compiles(tmp_path):
+    """Padding is masked (attention) and ignored (labels): every policy trains the same model to the same losses;
+    max_length compiles once, dynamic once (one dynamic-shape graph), bucket once per bucket (at most 4)."""
+    base = dict(n_layer=2, n_embd=64, max_seq_length=128, max_steps=16, logging_steps=1, eval_steps=8, save_steps=8,
+                max_train_samples=32 * 16, max_eval_samples=150, per_device_eval_batch_size=64, **RT_OPTIONS)
+    assert len(_distinct_lengths(small(tmp_path / "probe", **base), "dynamic")) > 4  # more lengths than buckets
+    runs = {}
+    for policy in ("max_length", "bucket", "dynamic"):
+        args = small(tmp_path / policy, padding=policy, **base)
+        runs[policy] = (finetune(args), losses(args.output_dir))
+    reference = runs["max_length"][1]
+    assert len(reference) == 16
+    for policy, (results, curve) in runs.items():
+        np.testing.assert_allclose(curve, reference, rtol=2e-5, err_msg=policy)
+        assert results["eval_loss"] == pytest.approx(runs["max_length"][0]["eval_loss"], rel=2e-5), policy
+        assert results["eval_accuracy"] == runs["max_length"][0]["eval_accuracy"], policy
+    assert runs["max_length"][0]["train_compilations"] == 1 and runs["max_length"][0]["eval_compilations"] == 1
+    assert runs["dynamic"][0]["train_compilations"] == 1 and runs["dynamic"][0]["eval_compilations"] == 1
+    assert 1 <= runs["bucket"][0]["train_compilations"] <= len(bucket_lengths(128)) == 4
+    assert 1 <= runs["bucket"][0]["eval_compilations"] <= 4
+
+
+@pytest.mark.parametrize("task", ["classification", "multiple_choice"])
+def test_padding_auto_compiles_at_most_four_graphs_per_step(tmp_path, task):
+    """The bound of `padding: auto` off Ascend, whatever the lengths: <= 4 train and <= 4 evaluation graphs."""
+    from ms_gpt.data.padding import AUTO_POLICY
+
+    data = RT_OPTIONS if task == "classification" else dict(train_file=WIKIHOW, per_device_train_batch_size=16)
+    args = small(tmp_path, task=task, padding="auto", max_seq_length=128, max_steps=24, eval_steps=12,
+                 save_steps=12, max_train_samples=32 * 24, max_eval_samples=100, **data)
+    assert len(_distinct_lengths(args, "dynamic")) > 4
+    results = finetune(args)
+    bound = 1 if AUTO_POLICY == "dynamic" else 4
+    assert results["padding"] == AUTO_POLICY
+    assert 1 <= results["train_compilations"] <= bound and 1 <= results["eval_compilations"] <= bound, results

@@ -43,6 +43,14 @@ def test_pretrain_cli_trains_saves_and_samples(tmp_path):
     model = GPTLMHeadModel.from_pretrained(str(out))
     tok = load_tokenizer(str(out))
     assert tok.vocab_size == 65 == model.config.vocab_size
+    # the held-out perplexity it reports is `python -m ms_gpt.evaluate` on the validation split (same code path)
+    import re
+    from ms_gpt.evaluate import main as evaluate_main
+    reported = float(re.search(r"validation-split perplexity ([0-9.]+)", proc.stdout).group(1))
+    result = evaluate_main(["--model", str(out), "--text_file", "data/tinyshakespeare/input.txt", "--max_length",
+                            "32", "--stride", "32", "--per_device_eval_batch_size", "32", "--disable_tqdm"])
+    assert (result["split"], result["train_fraction"]) == ("validation", 0.9)  # auto: the run's checkpoints say so
+    assert abs(result["perplexity"] - reported) < 1e-3 and result["perplexity"] < 65
 
 
 def test_pretrain_bad_input_is_one_clear_error(tmp_path):

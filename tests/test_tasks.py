@@ -11,8 +11,8 @@ import threading
 import numpy as np
 import pytest
 
-from ms_gpt.data.padding import (EpochBatches, bucket_lengths, collate, eval_batches, padded_length,
-                                 resolve_policy)
+from ms_gpt.data.padding import (AUTO_POLICY, EpochBatches, bucket_lengths, collate, eval_batches, padded_length,
+                                 real_rows, resolve_policy)
 from ms_gpt.data.tasks import (CLASSIFY, DELIMITER, START, Example, TaskData, TaskFormatter, add_task_tokens,
                                fit_segments, load_records, read_records, records_to_examples)
 from ms_gpt.tokenizers import load_tokenizer
@@ -193,12 +193,17 @@ def _encoded(n=10, k=1, seed=0):
 
 def test_policies_and_lengths():
     assert resolve_policy("auto", static_shapes=True) == "max_length"
-    assert resolve_policy("auto", static_shapes=False) == "dynamic"
+    assert resolve_policy("auto", static_shapes=False) == AUTO_POLICY in ("bucket", "dynamic")
     with pytest.raises(ValueError, match="padding='longest'"):
         resolve_policy("longest", False)
-    assert bucket_lengths(100) == [16, 32, 64, 100]
-    assert bucket_lengths(128) == [16, 32, 64, 128]
-    assert [padded_length("bucket", n, 100) for n in (3, 16, 17, 65)] == [16, 16, 32, 100]
+    assert bucket_lengths(100) == [32, 64, 96, 100]
+    assert bucket_lengths(128) == [32, 64, 96, 128]
+    assert bucket_lengths(64) == [32, 64] and bucket_lengths(40) == [32, 40] and bucket_lengths(20) == [20]
+    assert bucket_lengths(512) == [128, 256, 384, 512] and bucket_lengths(1024) == [256, 512, 768, 1024]
+    for n in range(1, 2100):  # the bound the compile counts rest on: at most four lengths, ending at max_length
+        lengths = bucket_lengths(n)
+        assert len(lengths) <= 4 and lengths[-1] == n and lengths == sorted(set(lengths))
+    assert [padded_length("bucket", n, 100) for n in (3, 32, 33, 65, 97)] == [32, 32, 64, 96, 100]
     assert padded_length("dynamic", 17, 100) == 17 and padded_length("max_length", 17, 100) == 100
     with pytest.raises(ValueError, match="exceeds max_seq_length=10"):
         padded_length("dynamic", 11, 10)
@@ -252,8 +257,13 @@ def test_data_parallel_ranks_split_the_global_batch():
 
 def test_eval_batches_cover_every_example_in_order():
     data = _encoded(10)
-    batches = list(eval_batches(data, 4, "bucket", 32, 0))
-    assert [b["input_ids"].shape[0] for b in batches] == [4, 4, 2]
-    assert all(b["input_ids"].shape[1] in (16, 32) for b in batches)
-    assert np.concatenate([b["labels"] for b in batches]).tolist() == data.labels.tolist()
-    assert sum(b["input_ids"].shape[0] for b in eval_batches(data, 4, "dynamic", 32, 0, limit=5)) == 5
+    batches = list(eval_batches(data, 4, "bucket", 40, 0))
+    assert [b["input_ids"].shape[0] for b in batches] == [4, 4, 4]  # the last batch topped up: one batch size
+    assert all(b["input_ids"].shape[1] in (32, 40) for b in batches)
+    labels = np.concatenate([b["labels"] for b in batches])
+    assert labels[real_rows(labels)].tolist() == data.labels.tolist() and (labels[10:] == -100).all()
+    assert np.array_equal(batches[2]["input_ids"][3], batches[2]["input_ids"][0])  # filler = a copy of a real row
+    short = list(eval_batches(data, 4, "dynamic", 32, 0, limit=5))
+    assert sum(int(real_rows(b["labels"]).sum()) for b in short) == 5
+    mc = list(eval_batches(_encoded(3, k=4), 2, "max_length", 32, 0, multiple_choice=True, lm_labels=True))
+    assert mc[1]["mc_labels"].tolist() == [0, -100] and (mc[1]["labels"][1] == -100).all()

@@ -150,6 +150,38 @@ def _fix_parameter_grad() -> None:
         Parameter.grad = None
 
 
+def _fix_value_and_grad() -> None:
+    # mindnlp's Trainer.training_step takes gradients through `core.autograd.value_and_grad`, which drives
+    # MindSpore's private PyNative executor (new_graph / end_graph / grad). MindSpore 2.10 changed that protocol
+    # ("Can not find top cell for backward"). The public `mindspore.value_and_grad` does the same job on 2.7-2.10;
+    # this keeps mindnlp's contract: gradients are attached to (added into) `param.grad` and the values returned.
+    import mindspore
+    from mindnlp.core import autograd
+    from mindnlp.core.autograd import function
+    from mindnlp.engine.trainer import base
+
+    original = function.value_and_grad
+
+    def value_and_grad(fn, params_or_argnums, has_aux=False, attach_grads=True):
+        params = tuple(params_or_argnums)
+        if params and isinstance(params[0], int):  # gradients with respect to inputs: mindnlp's own path
+            return original(fn, params, has_aux, attach_grads)
+        grad_fn = mindspore.value_and_grad(fn, grad_position=None, weights=params, has_aux=has_aux)
+
+        def value_and_grad_f(*args, **kwargs):
+            values, grads = grad_fn(*args, **kwargs)
+            if not attach_grads:
+                return values, grads
+            for param, grad in zip(params, grads):
+                param.grad = grad if param.grad is None else param.grad + grad
+            return values
+
+        return value_and_grad_f
+
+    for module in (function, autograd, base):
+        module.value_and_grad = value_and_grad
+
+
 def _fix_eval_loss_repeat() -> None:
     # Breaks: mindnlp 0.4.1 `Trainer.evaluate()` on MindSpore 2.7 CPU/GPU -> RuntimeError "'repeat' is not supported
     # on this device". Trainer.evaluation_loop spreads each batch's scalar loss over the batch with
@@ -250,6 +282,7 @@ def import_mindnlp() -> ModuleType:
         mindnlp = _import_keeping_dtype_names()
         _fix_empty()
         _fix_parameter_grad()
+        _fix_value_and_grad()
         _fix_eval_loss_repeat()
         _fix_missing_strings()
         _MINDNLP = mindnlp

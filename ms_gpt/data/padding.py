@@ -4,17 +4,21 @@ Every distinct batch shape costs a graph compilation (and on Ascend, static shap
 decides how many shapes a run produces:
 
 - `max_length`: every batch is padded to max_seq_length — one shape, one compile.
-- `dynamic`:    each batch is padded to its longest sequence (what mindspore.dataset's padded_batch does) — least
-                compute per step, one compile per distinct length.
-- `bucket`:     each batch is padded up to the next of a few fixed lengths (powers of two, capped at max_seq_length)
-                — at most one compile per bucket.
-- `auto`:       `max_length` where the device needs static shapes (Ascend), else `dynamic`.
+- `dynamic`:    each batch is padded to its longest sequence (what mindspore.dataset's padded_batch does) and the
+                engine compiles ONE dynamic-shape graph (`Cell.set_inputs` with a `None` length axis) for all lengths.
+- `bucket`:     each batch is padded up to the next of at most four fixed lengths (multiples of 32 up to
+                max_seq_length, see `bucket_lengths`) — at most four static graphs.
+- `auto`:       `max_length` where the device needs static shapes (Ascend), else `AUTO_POLICY` (chosen by measurement
+                on the CPU backend: `benchmarks/bench_finetune.py`).
 
 Training batches are fixed-size (the last partial batch of an epoch is dropped, so the batch axis never changes);
-evaluation batches keep every example. Sequences are right-padded with `pad_id` and attention_mask 0.
+evaluation batches keep every example, and a short last batch is topped up with copies of its first row whose labels
+are IGNORE_INDEX (they add nothing to the loss and are left out of metrics), so the batch axis stays fixed there too.
+Sequences are right-padded with `pad_id` and attention_mask 0.
 """
 from __future__ import annotations
 
+import math
 from typing import Iterator, Optional
 
 import numpy as np
@@ -23,24 +27,28 @@ from .tasks import Encoded
 
 POLICIES = ("max_length", "dynamic", "bucket", "auto")
 IGNORE_INDEX = -100
+MAX_BUCKETS = 4
+# what `auto` resolves to where shapes may vary (CPU, GPU): on MindSpore 2.7's CPU backend the static bucket graphs
+# ran the recipes faster than one dynamic-shape graph, compiles included (benchmarks/bench_finetune.py)
+AUTO_POLICY = "bucket"
 
 
 def resolve_policy(policy: str, static_shapes: bool) -> str:
     if policy not in POLICIES:
         raise ValueError(f"padding={policy!r}; expected one of {', '.join(POLICIES)}")
     if policy == "auto":
-        return "max_length" if static_shapes else "dynamic"
+        return "max_length" if static_shapes else AUTO_POLICY
     return policy
 
 
-def bucket_lengths(max_length: int, smallest: int = 16) -> list[int]:
-    """Powers of two from `smallest` below max_length, then max_length itself: [16, 32, 64, 100] for 100."""
-    lengths = []
-    n = smallest
-    while n < max_length:
-        lengths.append(n)
-        n *= 2
-    return lengths + [max_length]
+def bucket_lengths(max_length: int, multiple: int = 32, max_buckets: int = MAX_BUCKETS) -> list[int]:
+    """At most `max_buckets` lengths: multiples of `multiple` below max_length (spaced wider when there would be
+    more), then max_length itself: [32, 64] for 64, [32, 40] for 40, [32, 64, 96, 128] for 128, [128, 256, 384, 512]
+    for 512."""
+    if max_length < 1:
+        raise ValueError(f"max_length must be positive, got {max_length}")
+    step = multiple * math.ceil(max_length / (max_buckets * multiple))
+    return list(range(step, max_length, step)) + [max_length]
 
 
 def padded_length(policy: str, longest: int, max_length: int) -> int:
@@ -135,9 +143,23 @@ class EpochBatches:
 def eval_batches(data: Encoded, batch_size: int, policy: str, max_length: int, pad_id: int,
                  multiple_choice: bool = False, lm_labels: bool = False,
                  limit: Optional[int] = None) -> Iterator[dict[str, np.ndarray]]:
-    """All examples (or the first `limit`) in order, in batches of `batch_size` (the last may be smaller)."""
+    """All examples (or the first `limit`) in order, in batches of `batch_size`. A short last batch is topped up to
+    `batch_size` with copies of its first example labelled IGNORE_INDEX (see `real_rows`), so every evaluation
+    batch has one batch size and evaluation compiles no extra graph for it."""
     n = len(data) if limit is None else min(limit, len(data))
     for start in range(0, n, batch_size):
         index = np.arange(start, min(start + batch_size, n))
         length = padded_length(policy, int(data.lengths[index].max()), max_length)
-        yield collate(data, index, length, pad_id, multiple_choice, lm_labels)
+        missing = batch_size - len(index)
+        batch = collate(data, np.concatenate([index, np.full(missing, index[0])]), length, pad_id, multiple_choice,
+                        lm_labels)
+        if missing:
+            for key in ("labels", "mc_labels"):
+                if key in batch:
+                    batch[key][len(index):] = IGNORE_INDEX
+        yield batch
+
+
+def real_rows(labels: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows of an evaluation batch's per-example labels that are real (not top-up rows)."""
+    return np.asarray(labels).reshape(len(labels), -1)[:, 0] != IGNORE_INDEX

@@ -139,12 +139,25 @@ def _first(out):
     return out[0] if isinstance(out, tuple) else out
 
 
+def dynamic_length_inputs(inputs: list[Optional[Tensor]]) -> list[Optional[Tensor]]:
+    """`Cell.set_inputs` specs for step inputs in SLOTS order whose sequence length varies: the last axis of every
+    input shaped like input_ids (attention_mask, token-level labels, ...) is dynamic (None), all other axes stay
+    fixed. One graph then serves every length."""
+    ids_shape = tuple(inputs[0].shape)
+    return [None if x is None else
+            Tensor(shape=list(ids_shape[:-1]) + [None] if tuple(x.shape) == ids_shape else list(x.shape),
+                   dtype=x.dtype)
+            for x in inputs]
+
+
 class Trainer:
     """Train `model` on batches from `train_source`.
 
     eval_sets: name -> callable returning an iterable of batches (each a dict over SLOTS); evaluated every
     `args.eval_steps` steps and at the end. The logged figure is `<name>_loss` (mean over the batches), plus whatever
     `compute_metrics(name, outputs, batches)` returns (it receives the host copies of each eval step's outputs).
+    dynamic_shapes: the batches' sequence length varies (padding `dynamic`); the train and eval steps are then each
+    compiled once as a dynamic-shape graph instead of once per length.
     """
 
     def __init__(self, model: nn.Cell, args: TrainingArguments, train_source: BatchSource,
@@ -152,8 +165,9 @@ class Trainer:
                  run_config: Optional[dict] = None, total_steps: Optional[int] = None,
                  compute_metrics: Optional[Callable] = None, metric_for_best_model: str = "val_loss",
                  greater_is_better: bool = False, device: Optional[DeviceInfo] = None,
-                 export_model: Optional[nn.Cell] = None):
+                 export_model: Optional[nn.Cell] = None, dynamic_shapes: bool = False):
         self.model = model
+        self.dynamic_shapes = dynamic_shapes
         self.export_model = export_model or model  # what save_pretrained writes (the bare GPT cell)
         self.args = args
         self.train_source = train_source
@@ -170,6 +184,11 @@ class Trainer:
         warmup = args.warmup_steps or int(math.ceil(args.warmup_ratio * self.total_steps))
         schedule = lr_schedule(args.learning_rate, self.total_steps, warmup, args.lr_scheduler_type,
                                args.min_learning_rate)
+        if args.gradient_checkpointing:
+            from ..model import enable_gradient_checkpointing
+
+            enable_gradient_checkpointing(model)
+        # only trainable Parameters get gradients and AdamW state: frozen ones (a LoRA run's base) are left alone
         self.params = model.trainable_params()
         self.optimizer = AdamW(self.params, schedule, args.weight_decay, (args.adam_beta1, args.adam_beta2),
                                args.adam_epsilon)
@@ -202,6 +221,16 @@ class Trainer:
     def train_compilations(self) -> int:
         """How many graphs the train step has compiled so far (1 for a run of fixed-length batches)."""
         return len(self.train_cell.compile_cache)
+
+    @property
+    def eval_compilations(self) -> int:
+        """How many graphs the evaluation step has compiled so far."""
+        return len(self.eval_cell.compile_cache)
+
+    def _declare_dynamic(self, cell: nn.Cell, inputs: list[Optional[Tensor]]) -> None:
+        """With dynamic_shapes, declare the length axis dynamic before the cell's first (and only) compile."""
+        if self.dynamic_shapes and self.args.jit and cell.get_inputs() is None:
+            cell.set_inputs(*dynamic_length_inputs(inputs))
 
     # ---- data -------------------------------------------------------------------------------------------------------
     def _next_stacked(self) -> tuple[list[Optional[Tensor]], int]:
@@ -242,6 +271,7 @@ class Trainer:
         first = True
         while self.step < self.total_steps:
             inputs, tokens = self._next_stacked()
+            self._declare_dynamic(self.train_cell, inputs)
             t0 = time.perf_counter()
             loss = self._train_step(*inputs)
             self.step += 1
@@ -304,7 +334,9 @@ class Trainer:
         for name, make_batches in self.eval_sets.items():
             outputs, batches = [], []
             for batch in make_batches():
-                outputs.append(self._eval_step(*[_to_tensor(batch.get(k)) for k in SLOTS]))
+                inputs = [_to_tensor(batch.get(k)) for k in SLOTS]
+                self._declare_dynamic(self.eval_cell, inputs)
+                outputs.append(self._eval_step(*inputs))
                 batches.append(batch)
             if not outputs:
                 raise ValueError(f"eval set '{name}' produced no batches")
@@ -397,6 +429,11 @@ class Trainer:
             state = json.load(f)
         params = {p.name: p for p in self._state_params()}
         saved = ms.load_checkpoint(os.path.join(checkpoint, TRAINING_STATE))
+        saved_lora, lora = (any(".lora_A." in k for k in names) for names in (saved, params))
+        if saved_lora != lora:
+            kinds = {True: "a LoRA run (adapter weights only are trained)", False: "a full run (all weights trained)"}
+            raise ValueError(f"{checkpoint} was written by {kinds[saved_lora]}, but this run is {kinds[lora]}; "
+                             "resume with the same lora_r and lora_target_modules as the checkpoint's run")
         missing = sorted(set(params) - set(saved))
         if missing:
             raise ValueError(f"{checkpoint}: training state lacks {missing[:5]} (different model or optimizer?)")

@@ -20,16 +20,17 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..config import GPTConfig, TrainingArguments, parse_config
+from ..config import GPTConfig, LoraArguments, TrainingArguments, parse_config
+from ..data.padding import padded_length, resolve_policy
 from ..paths import resolve_path
 
 IGNORE_INDEX = -100
 LONG_DIALOGUES = ("drop", "truncate")
-PADDINGS = ("auto", "max_length", "dynamic")
+PADDINGS = ("auto", "max_length", "dynamic", "bucket")
 
 
 @dataclass
-class DialogueArguments(TrainingArguments):
+class DialogueArguments(TrainingArguments, LoraArguments):
     """Dialogue fine-tuning options on top of the engine's TrainingArguments."""
 
     task: str = field(default="dialogue", metadata={"help": "task format of the data"})
@@ -50,9 +51,10 @@ class DialogueArguments(TrainingArguments):
         metadata={"help": "over-long dialogues: drop | truncate (keep the leading whole turns that fit)"})
     padding: str = field(
         default="auto",
-        metadata={"help": "auto (max_length on Ascend or with accumulation, else dynamic) | max_length | dynamic"})
+        metadata={"help": "auto (max_length on Ascend or with accumulation, else data.padding.AUTO_POLICY) | "
+                          + " | ".join(PADDINGS[1:])})
     pad_to_multiple_of: int = field(
-        default=16, metadata={"help": "dynamic padding rounds the batch length up to this (fewer recompiles)"})
+        default=16, metadata={"help": "dynamic padding rounds the batch length up to this (one dynamic-shape graph)"})
     validation_fraction: float = field(
         default=0.1, metadata={"help": "fraction of the conversations held out for evaluation"})
     split_seed: int = field(
@@ -98,6 +100,7 @@ class DialogueArguments(TrainingArguments):
         metadata={"help": "directory for checkpoints, metrics.jsonl, the final model and tokenizer"})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.task != "dialogue":
             raise ValueError(f"task={self.task!r}; this recipe trains task 'dialogue'")
         if self.long_dialogues not in LONG_DIALOGUES:
@@ -265,12 +268,13 @@ def collate(rows: Sequence[np.ndarray], length: int, pad_id: int) -> dict[str, n
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
-def batch_length(rows: Sequence[np.ndarray], max_length: int, static: bool, multiple: int) -> int:
-    """max_length for static shapes; else the longest row rounded up to `multiple` (capped at max_length)."""
-    if static:
-        return max_length
+def batch_length(rows: Sequence[np.ndarray], max_length: int, policy: str, multiple: int) -> int:
+    """The padded length of a batch under a resolved padding policy (`ms_gpt.data.padding`); `dynamic` rounds the
+    longest row up to `multiple` (capped at max_length)."""
     longest = max(len(r) for r in rows)
-    return min(max_length, int(math.ceil(longest / multiple) * multiple))
+    if policy == "dynamic":
+        return min(max_length, int(math.ceil(longest / multiple) * multiple))
+    return padded_length(policy, longest, max_length)
 
 
 class DialogueBatches:
@@ -279,11 +283,11 @@ class DialogueBatches:
     position (epoch, offset) is the state saved with checkpoints; each epoch's order comes from (seed, epoch)."""
 
     def __init__(self, rows: list[np.ndarray], batch_size: int, max_length: int, pad_id: int, seed: int,
-                 static: bool, multiple: int, rank: int = 0, world_size: int = 1):
+                 policy: str, multiple: int, rank: int = 0, world_size: int = 1):
         if not rows:
             raise ValueError("DialogueBatches: no training conversation")
         self.rows, self.batch_size, self.max_length, self.pad_id = rows, batch_size, max_length, pad_id
-        self.seed, self.static, self.multiple = seed, static, multiple
+        self.seed, self.policy, self.multiple = seed, policy, multiple
         self.rank, self.world_size = rank, world_size
         self.epoch, self.offset = 0, 0
         self._order = self._permutation(0)
@@ -303,7 +307,7 @@ class DialogueBatches:
                 self._order = self._permutation(self.epoch)
         mine = [self.rows[i] for i in picked[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]]
         # all ranks pad to the same length (the longest of the global batch) so their graphs match
-        length = batch_length([self.rows[i] for i in picked], self.max_length, self.static, self.multiple)
+        length = batch_length([self.rows[i] for i in picked], self.max_length, self.policy, self.multiple)
         return collate(mine, length, self.pad_id)
 
     def state_dict(self) -> dict:
@@ -314,14 +318,14 @@ class DialogueBatches:
         self._order = self._permutation(self.epoch)
 
 
-def eval_batches(rows: Sequence[np.ndarray], batch_size: int, max_length: int, pad_id: int, static: bool,
+def eval_batches(rows: Sequence[np.ndarray], batch_size: int, max_length: int, pad_id: int, policy: str,
                  multiple: int) -> list[dict[str, np.ndarray]]:
     """Fixed-order batches of the held-out conversations. The last batch is topped up with rows whose labels are all
     -100 (they add nothing to the loss), so every eval batch has the same number of rows."""
     out = []
     for start in range(0, len(rows), batch_size):
         chunk = list(rows[start:start + batch_size])
-        length = batch_length(chunk, max_length, static, multiple)
+        length = batch_length(chunk, max_length, policy, multiple)
         batch = collate(chunk, length, pad_id)
         missing = batch_size - len(chunk)
         if missing and start:  # a single short batch keeps its size: no other shape to match
@@ -472,10 +476,9 @@ def run_dialogue(args: DialogueArguments, log=print) -> dict:
     t_start = time.perf_counter()
     device = setup_device(args.device_target, args.seed)
     # gradient accumulation stacks micro-batches, which therefore need one shape
-    static = args.padding == "max_length" or (args.padding == "auto" and (device.static_shapes or
-                                                                          args.gradient_accumulation_steps > 1))
-    if args.padding == "dynamic" and args.gradient_accumulation_steps > 1:
-        raise ValueError("padding=dynamic cannot be combined with gradient_accumulation_steps > 1 (micro-batches "
+    policy = resolve_policy(args.padding, device.static_shapes or args.gradient_accumulation_steps > 1)
+    if policy != "max_length" and args.gradient_accumulation_steps > 1:
+        raise ValueError(f"padding={policy} cannot be combined with gradient_accumulation_steps > 1 (micro-batches "
                          "must share a shape); use padding=max_length or auto")
     source_dir = resolve_path(args.model_name_or_path) if args.model_name_or_path else None
     if source_dir and args.trim_vocab:
@@ -496,15 +499,18 @@ def run_dialogue(args: DialogueArguments, log=print) -> dict:
         stream = mapping[stream] if stream is not None else None
     lm = GPTLMHeadModel.from_pretrained(source_dir) if source_dir else new_model(args, tokenizer)
     check_model(lm, tokenizer, args)
+    from ..lora import apply_lora_from_args
+
+    apply_lora_from_args(lm, args, args.model_name_or_path)  # lora_r > 0: adapters on the given model
     n_params = sum(int(np.prod(p.shape)) for p in lm.trainable_params())
     if device.is_main:
         s = data.stats
         log(f"dialogues: {s['conversations']} read ({s['skipped_invalid']} skipped as invalid), "
             f"{s['dropped_too_long']} too long dropped, {s['truncated']} truncated; train {s['train']} / held-out "
-            f"{s['heldout']}; padding {'max_length' if static else 'dynamic'}; vocabulary {len(tokenizer)}; "
+            f"{s['heldout']}; padding {policy}; vocabulary {len(tokenizer)}; "
             f"model {n_params / 1e6:.2f} M parameters on {device.target}")
     results: dict[str, Any] = {"data": data.stats, "vocab_size": len(tokenizer), "n_parameters": n_params,
-                               "device": device.target, "padding": "max_length" if static else "dynamic"}
+                               "device": device.target, "padding": policy}
     if stream is not None:
         results.update(pretrain_text(lm, tokenizer, stream, args, device, log))
 
@@ -512,26 +518,34 @@ def run_dialogue(args: DialogueArguments, log=print) -> dict:
     steps_per_epoch = max(1, len(data.train) // global_batch)
     total_steps = args.max_steps if args.max_steps > 0 else int(math.ceil(args.num_train_epochs * steps_per_epoch))
     source = DialogueBatches(data.train, args.per_device_train_batch_size, args.max_seq_length,
-                             tokenizer.pad_token_id, args.seed, static, args.pad_to_multiple_of, device.rank,
+                             tokenizer.pad_token_id, args.seed, policy, args.pad_to_multiple_of, device.rank,
                              device.world_size)
     heldout = eval_batches(data.heldout, args.per_device_eval_batch_size, args.max_seq_length,
-                           tokenizer.pad_token_id, static, args.pad_to_multiple_of)
+                           tokenizer.pad_token_id, policy, args.pad_to_multiple_of)
     trainer = Trainer(lm, args, source, {"heldout": lambda: heldout}, tokenizer=tokenizer, run_config=asdict(args),
-                      total_steps=total_steps, metric_for_best_model="heldout_loss", device=device)
+                      total_steps=total_steps, metric_for_best_model="heldout_loss", device=device,
+                      dynamic_shapes=policy == "dynamic")
     before = trainer.evaluate()["heldout_loss"]
     t_train = time.perf_counter()
     summary = trainer.train()
     train_seconds = time.perf_counter() - t_train
     after = [r["heldout_loss"] for r in trainer.history if "heldout_loss" in r][-1]  # the trainer's final eval
-    results.update(heldout_loss_before=before, heldout_loss_after=after, heldout_perplexity_after=math.exp(after),
+    from ..evaluation import sequence_perplexity  # per-token perplexity, the code of `python -m ms_gpt.evaluate`
+
+    held = sequence_perplexity(lm, data.heldout, batch_size=args.per_device_eval_batch_size)
+    results.update(heldout_loss_before=before, heldout_loss_after=after, heldout_perplexity_after=held["perplexity"],
+                   heldout_tokens_scored=held["tokens"],
                    train_steps=summary["step"], train_epochs=summary["step"] * global_batch / len(data.train),
                    train_seconds=train_seconds, compile_seconds=summary["compile_seconds"],
-                   tokens_per_second=summary["tokens_per_second"], output_dir=args.output_dir)
+                   tokens_per_second=summary["tokens_per_second"], train_compilations=trainer.train_compilations,
+                   eval_compilations=trainer.eval_compilations, output_dir=args.output_dir)
     if device.is_main:
         log(f"held-out dialogue loss {before:.3f} -> {after:.3f} after {summary['step']} steps "
             f"({train_seconds:.1f} s)")
         lm.set_train(False)
-        lm.save_pretrained(args.output_dir)
+        from .pretrain import save_model
+
+        save_model(lm, args)
         tokenizer.save_pretrained(args.output_dir)
         if args.chat_samples > 0:
             t_chat = time.perf_counter()

@@ -16,8 +16,8 @@ from typing import Optional
 
 import numpy as np
 
-from ..config import GPTConfig, TrainingArguments
-from ..data.padding import EpochBatches, collate, eval_batches, padded_length, resolve_policy
+from ..config import GPTConfig, LoraArguments, TrainingArguments
+from ..data.padding import EpochBatches, collate, eval_batches, padded_length, real_rows, resolve_policy
 from ..data.tasks import (TASKS, Encoded, TaskData, TaskFormatter, add_task_tokens, check_task, load_records,
                           records_to_examples)
 from ..device import setup_device
@@ -31,7 +31,7 @@ DEFAULT_TEXT_COLUMNS = {"classification": ["text"], "entailment": ["premise", "h
 
 
 @dataclass
-class FinetuneArguments(TrainingArguments):
+class FinetuneArguments(TrainingArguments, LoraArguments):
     """run_glue-style options on top of the engine's TrainingArguments (defaults: the GPT-1 paper's recipe).
     `--task dialogue` trains the dialogue recipe instead; `--task dialogue --help` lists its options."""
 
@@ -119,6 +119,8 @@ def check_arguments(args: FinetuneArguments) -> None:
             raise ValueError(f"{name}={getattr(args, name)!r}; expected one of {', '.join(STRATEGIES)}")
     if args.trainer not in TRAINERS:
         raise ValueError(f"trainer={args.trainer!r}; expected one of {', '.join(TRAINERS)}")
+    if args.lora_r and args.trainer != "ms_gpt":
+        raise ValueError(f"lora_r={args.lora_r} trains a LoRA adapter with ms_gpt's engine; use trainer: ms_gpt")
     if args.metric_for_best_model.removeprefix("eval_") not in ("accuracy", "f1", "loss"):
         raise ValueError(f"metric_for_best_model={args.metric_for_best_model!r}; expected accuracy, f1 or loss")
     if not args.train_file and not args.dataset_name:
@@ -237,7 +239,14 @@ def build_model(args: FinetuneArguments, num_labels: int, texts: list[str]):
                            compute_dtype="float16" if args.fp16 else "bfloat16" if args.bf16 else "float32")
         model = cls(config)
     add_task_tokens(tokenizer)
+    grown = tokenizer.vocab_size != model.config.vocab_size
     model.resize_token_embeddings(tokenizer.vocab_size)
+    if args.lora_r:
+        from ..lora import HEADS, apply_lora_from_args
+
+        # the task head trains (PEFT's modules_to_save); so does the token table when task tokens were added
+        saved = HEADS[cls.__name__] + (["wte" if model.config.is_gpt2 else "tokens_embed"] if grown else [])
+        apply_lora_from_args(model, args, args.model_name_or_path, saved)
     return model, tokenizer
 
 
@@ -288,7 +297,9 @@ def finetune(args: FinetuneArguments, log=print) -> dict:
         results = _train_with_engine(args, model, tokenizer, encoded, layout, num_labels, device)
     if device.is_main:
         model.set_train(False)
-        model.save_pretrained(args.output_dir)
+        from .pretrain import save_model
+
+        save_model(model, args)
         tokenizer.save_pretrained(args.output_dir)
         results.update(task=args.task, trainer=args.trainer, padding=policy,
                        train_samples=len(encoded["train"]), label_names=train_data.label_names)
@@ -322,12 +333,15 @@ def _train_with_engine(args, model, tokenizer, encoded: dict[str, Encoded], layo
     def compute_metrics(name, host, batches):
         logits = np.concatenate([h[-1] for h in host])
         labels = np.concatenate([b[labels_key] for b in batches])
+        real = real_rows(labels)  # without the rows that top up the last batch
+        logits, labels = logits[real], labels[real]
         return {f"{name}_{k}": v for k, v in classification_metrics(logits, labels, num_labels).items()}
 
     metric = args.metric_for_best_model.removeprefix("eval_")
     trainer = Trainer(model, engine_args, source, eval_sets, tokenizer=tokenizer, run_config=asdict(args),
                       total_steps=total, compute_metrics=compute_metrics, device=device,
-                      metric_for_best_model=f"validation_{metric}", greater_is_better=metric != "loss")
+                      metric_for_best_model=f"validation_{metric}", greater_is_better=metric != "loss",
+                      dynamic_shapes=layout["policy"] == "dynamic")
     start = time.perf_counter()
     summary = trainer.train()
     runtime = time.perf_counter() - start
@@ -351,6 +365,7 @@ def _train_with_engine(args, model, tokenizer, encoded: dict[str, Encoded], layo
         for key, value in final.items():
             split, _, metric_name = key.partition("_")
             results[f"{'eval' if split == 'validation' else split}_{metric_name}"] = value
+    results["eval_compilations"] = trainer.eval_compilations  # validation and test batches share the graphs
     return results
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
-from ..config import GPTConfig, TrainingArguments
+from ..config import GPTConfig, LoraArguments, TrainingArguments
 from ..data.lm import RandomWindows, eval_batches, fetch_corpus, read_text, split_ids
 from ..device import setup_device
 from ..engine.trainer import Trainer
@@ -18,7 +18,7 @@ from ..paths import resolve_path
 
 
 @dataclass
-class PretrainArguments(TrainingArguments):
+class PretrainArguments(TrainingArguments, LoraArguments):
     """Pretraining options: data, tokenizer and model shape on top of the engine's TrainingArguments."""
 
     train_file: str = field(
@@ -92,6 +92,9 @@ def pretrain(args: PretrainArguments, log=print) -> dict:
                            embd_pdrop=args.dropout, attn_pdrop=args.dropout,
                            compute_dtype="float16" if args.fp16 else "bfloat16" if args.bf16 else "float32")
         lm = GPTLMHeadModel(config)
+    from ..lora import apply_lora_from_args
+
+    apply_lora_from_args(lm, args, args.init_from)  # lora_r > 0: adapters on init_from's model, the rest frozen
     if lm.config.n_positions < args.block_size:
         raise ValueError(f"block_size={args.block_size} exceeds the model's n_positions={lm.config.n_positions}")
     ids = np.asarray(tokenizer.encode(text), dtype=np.int32)
@@ -121,12 +124,32 @@ def pretrain(args: PretrainArguments, log=print) -> dict:
                    output_dir=args.output_dir)
     if device.is_main:
         lm.set_train(False)
-        lm.save_pretrained(args.output_dir)
+        # held-out perplexity of the whole validation split (non-overlapping windows of block_size), through the
+        # evaluation code of `python -m ms_gpt.evaluate --split validation`
+        from ..evaluation import perplexity_of_ids
+
+        held = perplexity_of_ids(lm, val_ids, args.block_size, args.block_size, batch_size=eval_bs,
+                                 source="validation split")
+        summary.update(val_perplexity=held["perplexity"], val_nll=held["nll"], val_tokens_scored=held["tokens"])
+        log(f"validation split: perplexity {held['perplexity']:.4f} (nll {held['nll']:.4f}) over "
+            f"{held['tokens']:,} tokens, windows of {args.block_size}")
+        save_model(lm, args)  # a LoRA run writes the PEFT adapter (or, with merge_lora, the merged model)
         tokenizer.save_pretrained(args.output_dir)
         summary["loss_curve"] = os.path.join(args.output_dir, "loss.png")
         if args.sample_tokens > 0:
             summary["sample"] = sample_text(lm, tokenizer, args)
     return summary
+
+
+def save_model(model, args) -> None:
+    """model.save_pretrained(output_dir): the full model, or a LoRA run's adapter, or with merge_lora the merged
+    full model."""
+    if getattr(args, "merge_lora", False) and getattr(model, "lora_config", None):
+        from ..lora import merge_lora
+
+        merge_lora(model).save_pretrained(args.output_dir)
+    else:
+        model.save_pretrained(args.output_dir)
 
 
 def sample_text(lm: GPTLMHeadModel, tokenizer, args: PretrainArguments) -> str:

@@ -1,0 +1,25 @@
+"""`python -m ms_gpt.evaluate --model DIR --task perplexity|multiple_choice|last_word [--key=value ...]` —
+zero-shot evaluation: sliding-window perplexity, likelihood-ranked choices, last-word accuracy."""
+import os
+import sys
+
+if __package__ in (None, ""):  # launched as a file: import from the project root
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from ms_gpt.cli import run  # noqa: E402
+from ms_gpt.config import parse_config  # noqa: E402
+from ms_gpt.evaluation import EvaluateArguments, evaluate  # noqa: E402
+
+ALIASES = {"model_name_or_path": "model", "validation_file": "data_file", "batch_size": "per_device_eval_batch_size"}
+
+
+def main(argv=None) -> dict:
+    args = parse_config(EvaluateArguments, argv, ALIASES)
+    result = evaluate(args)
+    where = f"; {os.path.join(args.output_dir, 'eval_results.json')}" if args.output_dir else ""
+    print(f"{args.task}: {result['summary']}{where}")
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

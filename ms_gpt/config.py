@@ -223,6 +223,9 @@ class TrainingArguments:
         default="auto",
         metadata={"help": "MindSpore graph optimisation level O0 | O1 | O2; auto = O1 on CPU, O0 on Ascend/GPU"})
     disable_tqdm: bool = field(default=False, metadata={"help": "no progress bar (log lines only)"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute each Block's activations in the backward pass (MindSpore recompute; for Ascend: on "
+                "MindSpore 2.7's CPU backend the peak memory does not drop, see README)"})
 
 
 def _annotation_text(annotation: Any) -> str:
@@ -232,9 +235,6 @@ def _annotation_text(annotation: Any) -> str:
     if isinstance(annotation, type):
         return annotation.__name__
     return str(annotation).replace("typing.", "")
-    gradient_checkpointing: bool = field(default=False, metadata={
-        "help": "recompute each Block's activations in the backward pass (MindSpore recompute; for Ascend: on "
-                "MindSpore 2.7's CPU backend the peak memory does not drop, see README)"})
 
 
 @dataclass

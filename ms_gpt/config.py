@@ -208,6 +208,9 @@ class TrainingArguments:
     jit: bool = True  # compile the train/eval steps (graph mode); False = PyNative, for debugging
     jit_level: str = "auto"  # MindSpore graph optimisation level O0 | O1 | O2; auto = O1 on CPU, O0 on Ascend/GPU
     disable_tqdm: bool = False
+    compile_cache_dir: Optional[str] = field(default=None, metadata={"help": (
+        "reuse compiled graphs across runs (MindSpore's compile cache) from a subfolder of this directory keyed by "
+        "the options, model and input shapes; None = off")})
 
 
 def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:

@@ -239,6 +239,7 @@ class Trainer:
         window_tokens, window_start = 0, None
         compile_seconds = None
         tokens_per_second = None
+        spent = {"eval_seconds": 0.0, "save_seconds": 0.0}  # where a run's wall time goes besides the steps
         first = True
         while self.step < self.total_steps:
             inputs, tokens = self._next_stacked()
@@ -289,12 +290,15 @@ class Trainer:
                                       for k, v in evaluated.items()))
                 self._track_best(evaluated)
                 window_start += time.perf_counter() - t_eval  # evaluation time is not training throughput
+                spent["eval_seconds"] += time.perf_counter() - t_eval
             if (args.save_steps and self.step % args.save_steps == 0) or at_end:
+                t_save = time.perf_counter()
                 self.save_checkpoint()
+                spent["save_seconds"] += time.perf_counter() - t_save
         if bar is not None:
             bar.close()
         summary = {"step": self.step, "compile_seconds": compile_seconds, "tokens_per_second": tokens_per_second,
-                   "best_step": self.best_step, "best_metric": self.best_metric}
+                   "best_step": self.best_step, "best_metric": self.best_metric, **spent}
         if main:
             self.plot_losses()
         return summary

@@ -45,7 +45,7 @@ class _ModelStep(nn.Cell):
 
 
 class _KVCache:
-    """The static key/value cache of one batch size: per layer two Parameters [B, H, slots, D], written in place.
+    """The static key/value cache of one batch size: per layer two Parameters [B * H * slots, D], written in place.
 
     `slots` = n_positions + PREFILL_CHUNK, so one cache (and so one pair of compiled graphs) serves every prompt
     length and max_new_tokens of that batch size; the extra chunk holds the padding after a prompt's last chunk.
@@ -53,7 +53,7 @@ class _KVCache:
 
     def __init__(self, config, batch: int):
         self.slots = config.n_positions + PREFILL_CHUNK
-        shape = (batch, config.n_head, self.slots, config.head_dim)
+        shape = (batch * config.n_head * self.slots, config.head_dim)  # row (b * H + h) * slots + slot
 
         def make(kind):
             return ParameterTuple(Parameter(Tensor(np.zeros(shape, np.float32)), name=f"kv_cache.b{batch}.{i}.{kind}",

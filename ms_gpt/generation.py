@@ -24,9 +24,10 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
-from .device import compiled
+from .device import compiled, graph_mode
 
 PREFILL_CHUNK = 32  # the prompt enters the cache in chunks of this many tokens (one compiled prefill shape)
+DECODE_WINDOW = 256  # a second decode step attends to this many cache slots only (calls that fit in it)
 CACHE_BUCKET = 64  # the no-cache path runs windows of a multiple of this, capped at n_positions
 IdsLike = Union[np.ndarray, Sequence[Sequence[int]], Sequence[int], Tensor]
 
@@ -66,14 +67,16 @@ class _CachedStep(_ModelStep):
     row `last_index` of the T. T = PREFILL_CHUNK for the prompt (chunk by chunk), T = 1 for a decode step; the
     greedy choice is made in the graph so that greedy decoding copies B ids to the host, not B x V logits."""
 
-    def __init__(self, model, cache: _KVCache):
+    def __init__(self, model, cache: _KVCache, window: Optional[int] = None):
         super().__init__(model)
         self.keys, self.values = cache.keys, cache.values
         self.n_layer = len(cache.keys)
+        self.window = window  # attend to the first `window` slots only (None = all)
 
     def construct(self, input_ids, position_ids, cache_mask, cache_position, last_index):
         past = tuple((self.keys[i], self.values[i]) for i in range(self.n_layer))
-        hidden, _ = self.model.transformer(input_ids, cache_mask, None, position_ids, past, cache_position, True)
+        hidden, _ = self.model.transformer(input_ids, cache_mask, None, position_ids, past, cache_position, True,
+                                           self.window)
         if hidden.shape[1] > 1:
             hidden = ops.gather(hidden, last_index, 1)
         logits = self.model.logits(hidden)
@@ -108,11 +111,21 @@ class _CompiledSteps:
         self.forward = compiled(self.forward_cell)
 
     def cached(self, batch: int):
-        """(prefill, decode, cache slots) for this batch size; the cache Parameters are made on first use."""
+        """(prefill, {window: decode}, cache slots) for this batch size. The cache Parameters are made and the
+        decode steps compiled on first use: one decode step attends to the first DECODE_WINDOW slots (a short
+        generation reads a quarter of a GPT-2 cache per token), one to all; compiling both now keeps a later, longer
+        call from stalling on a compile."""
         if batch not in self.by_batch:
             cache = _KVCache(self.model.config, batch)
-            cells = (_CachedStep(self.model, cache), _CachedStep(self.model, cache))
-            self.by_batch[batch] = (cells, tuple(compiled(cell) for cell in cells), cache.slots)
+            windows = sorted({min(DECODE_WINDOW, cache.slots), cache.slots})
+            cells = (_CachedStep(self.model, cache),) + tuple(_CachedStep(self.model, cache, w) for w in windows)
+            steps = tuple(compiled(cell) for cell in cells)
+            dummy = (_i32(np.zeros((batch, 1))), _i32(np.zeros((batch, 1))), _i32(np.zeros((batch, cache.slots))),
+                     _i32([cache.slots - 1]), _i32([0]))
+            with graph_mode():
+                for cell in cells[1:]:
+                    cell.compile(*dummy)
+            self.by_batch[batch] = (cells, (steps[0], dict(zip(windows, steps[1:]))), cache.slots)
         _, (prefill, decode), slots = self.by_batch[batch]
         return prefill, decode, slots
 
@@ -120,7 +133,7 @@ class _CompiledSteps:
     def counts(self) -> dict:
         cells = [cells for cells, _, _ in self.by_batch.values()]
         return {"prefill": sum(len(c[0].compile_cache) for c in cells),
-                "decode": sum(len(c[1].compile_cache) for c in cells),
+                "decode": sum(len(cell.compile_cache) for c in cells for cell in c[1:]),
                 "forward": len(self.forward_cell.compile_cache)}
 
 
@@ -299,7 +312,9 @@ class _CachedDecoder:
     def __init__(self, steps: _CompiledSteps, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int,
                  n_positions: int):
         batch, width = ids.shape
-        self.prefill, self.decode, slots = steps.cached(batch)
+        self.prefill, decoders, slots = steps.cached(batch)
+        # the smallest window holding every slot this call attends to (the last new token is never fed back)
+        self.decode = decoders[min(w for w in decoders if w >= width + max_new_tokens - 1)]
         chunks = _round_up(width, PREFILL_CHUNK)
         self.ids = np.pad(ids, ((0, 0), (0, chunks - width)))
         self.positions = np.pad(position_ids_from_mask(mask), ((0, 0), (0, chunks - width)))

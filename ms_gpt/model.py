@@ -110,17 +110,23 @@ class Attention(nn.Cell):
     def construct(self, x, mask, layer_cache=None, cache_write=None):
         """x [B, T, C]; mask bool [B or 1, 1, T, S] (True = may attend); optional static KV cache.
 
-        With `layer_cache=(k, v)` (Parameters [B * H * L, D], row (b * H + h) * L + slot) and `cache_write` (int32
-        [B * H * T]: the cache row of each new key/value in [B, H, T] order), the T new keys/values are written into
-        the caches in place and attention runs over all L slots. Returns (output [B, T, C], (k, v)) — the keys/values (the updated caches when caching).
+        With `layer_cache=(k, v)` (Parameters [B * H * L, D], row (b * H + h) * L + slot) and `cache_write` =
+        (int32 [B * H * T]: the cache row of each new key/value in [B, H, T] order, int32 [B * H * W]: the rows of
+        the first W slots), the T new keys/values are written into the caches in place and attention runs over the
+        first W slots. Returns (output [B, T, C], (k, v)) — the keys/values attended to.
         """
         q, k, v = self.split_heads(self.c_attn(x))
         q = q * self.scale
         if layer_cache is not None:
             # written in place (the caches are Parameters): only the T new rows move, not the whole cache
+            # then the rows of the attended window are read back in [B, H, window, D] order by one Gather (a
+            # Reshape of the written Parameter would copy the whole cache anyway)
             batch, heads, seq, dim = k.shape
-            k = self.cache_write(layer_cache[0], cache_write, k.reshape(-1, dim)).reshape(batch, heads, -1, dim)
-            v = self.cache_write(layer_cache[1], cache_write, v.reshape(-1, dim)).reshape(batch, heads, -1, dim)
+            write_rows, read_rows = cache_write
+            k = self.cache_write(layer_cache[0], write_rows, k.reshape(-1, dim))
+            v = self.cache_write(layer_cache[1], write_rows, v.reshape(-1, dim))
+            k = ops.gather(k, read_rows, 0).reshape(batch, heads, -1, dim)
+            v = ops.gather(v, read_rows, 0).reshape(batch, heads, -1, dim)
         if self.compute_dtype == ms.float32:
             scores = self.matmul_qk(q, k)
         else:
@@ -256,14 +262,15 @@ class GPTModel(GPTPreTrainedModel):
         return self.wpe if self.is_gpt2 else self.positions_embed
 
     def construct(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-                  past_key_values=None, cache_position=None, use_cache=False):
+                  past_key_values=None, cache_position=None, use_cache=False, cache_window=None):
         """input_ids [B, T] int. attention_mask [B, T] (1 = real token; [B, L] over the cache slots when decoding).
 
         Decoding with a static cache: `past_key_values` is a tuple of (k, v) per layer, each a Parameter
         [B * H * L, D] (row (b * H + h) * L + slot) that is updated in place; `cache_position` an int32 tensor [1] with the slot of the first of
         the T new tokens (they go to slots cache_position .. cache_position + T - 1; token t sees the slots up to its
-        own that `attention_mask` marks real). Returns (hidden, presents) when use_cache or past_key_values is given,
-        else hidden.
+        own that `attention_mask` marks real). `cache_window` (a Python int) limits attention to the first
+        cache_window slots (None = all), so a decode step reads only the part of the cache it needs. Returns (hidden,
+        presents) when use_cache or past_key_values is given, else hidden.
         """
         batch, seq = input_ids.shape
         if seq > self.n_positions:
@@ -281,8 +288,13 @@ class GPTModel(GPTPreTrainedModel):
             slots = past_key_values[0][0].shape[0] // (batch * heads)
             new_slots = cache_position + ops.arange(seq, dtype=ms.int32)  # [T]
             rows = ops.arange(batch * heads, dtype=ms.int32).reshape(batch, heads, 1) * slots
-            cache_write = (rows + new_slots.reshape(1, 1, seq)).reshape(-1)
+            if cache_window is not None and cache_window < slots:
+                slots = cache_window
+                if attention_mask is not None:
+                    attention_mask = attention_mask[:, :slots]
             slot_ids = ops.arange(slots, dtype=ms.int32)
+            cache_write = ((rows + new_slots.reshape(1, 1, seq)).reshape(-1),
+                           (rows + slot_ids.reshape(1, 1, slots)).reshape(-1))
             visible = (slot_ids.reshape(1, slots) <= new_slots.reshape(seq, 1)).reshape(1, 1, seq, slots)
             if attention_mask is not None:
                 visible = ops.logical_and(visible, attention_mask.astype(ms.bool_).reshape(batch, 1, 1, slots))

@@ -195,6 +195,28 @@ def test_any_prompt_length_reuses_the_first_generations_graphs():
     assert compile_counts(model) == {"prefill": 2, "decode": 2, "forward": 1}
 
 
+def test_short_and_long_calls_use_the_windowed_and_the_full_decode_step():
+    """With more cache slots than DECODE_WINDOW, the first call compiles both decode steps (the windowed one reads only
+    the first DECODE_WINDOW slots); calls that fit the window and calls that do not both match the no-cache path, and
+    none compiles anything more."""
+    from ms_gpt.config import GPTConfig
+    from ms_gpt.generation import DECODE_WINDOW
+
+    config = GPTConfig(vocab_size=97, n_positions=DECODE_WINDOW + 40, n_embd=32, n_layer=1, n_head=2, resid_pdrop=0.0,
+                       embd_pdrop=0.0, attn_pdrop=0.0)
+    model = GPTLMHeadModel(config)
+    rng = np.random.default_rng(2)
+    short = generate(model, rng.integers(0, 97, (1, 20)), max_new_tokens=8, eos_token_id=[])
+    assert compile_counts(model) == {"prefill": 1, "decode": 2, "forward": 0}
+    long_prompt = rng.integers(0, 97, (1, DECODE_WINDOW - 10))  # + 30 new tokens: past the window
+    long = generate(model, long_prompt, max_new_tokens=30, eos_token_id=[])
+    assert compile_counts(model) == {"prefill": 1, "decode": 2, "forward": 0}
+    np.testing.assert_array_equal(long, generate(model, long_prompt, max_new_tokens=30, eos_token_id=[],
+                                                 use_cache=False))
+    np.testing.assert_array_equal(short, generate(model, short[:, :20], max_new_tokens=8, eos_token_id=[],
+                                                  use_cache=False))
+
+
 # ---- bad and edge input ---------------------------------------------------------------------------------------
 def test_bad_input_gives_one_clear_error(gpt2):
     model, ref = gpt2

@@ -1,9 +1,10 @@
 """Text generation for `GPTLMHeadModel`: greedy and sampled decoding with a static KV cache.
 
 The KV cache of a batch size is a set of Parameters with n_positions + PREFILL_CHUNK slots, written in place (only
-the new slots move). The prompt enters it in PREFILL_CHUNK-token chunks and each new token in a one-token step, so
-the prefill and the decode step are each compiled once per batch size and reused by every later call, whatever its
-prompt length or max_new_tokens (a chat's turns included). Greedy decoding takes the argmax in the graph; other
+the new slots move). The prompt enters it in PREFILL_CHUNK-token chunks and each new token in a one-token step (one
+graph attending to the first DECODE_WINDOW slots for calls that fit, one to all), so these graphs are compiled once
+per batch size, on its first call, and reused by every later call, whatever its prompt length or max_new_tokens (a
+chat's turns included). Greedy decoding takes the argmax in the graph; other
 token choice (repetition penalty, temperature, top-k, top-p, sampling) runs on the host with a seeded numpy
 Generator on the step's logits, so a seed gives the same text on every device.
 

@@ -266,9 +266,9 @@ class GPTModel(GPTPreTrainedModel):
         """input_ids [B, T] int. attention_mask [B, T] (1 = real token; [B, L] over the cache slots when decoding).
 
         Decoding with a static cache: `past_key_values` is a tuple of (k, v) per layer, each a Parameter
-        [B * H * L, D] (row (b * H + h) * L + slot) that is updated in place; `cache_position` an int32 tensor [1] with the slot of the first of
-        the T new tokens (they go to slots cache_position .. cache_position + T - 1; token t sees the slots up to its
-        own that `attention_mask` marks real). `cache_window` (a Python int) limits attention to the first
+        [B * H * L, D] (row (b * H + h) * L + slot) that is updated in place; `cache_position` an int32 tensor [1]
+        with the slot of the first of the T new tokens (they go to slots cache_position .. cache_position + T - 1;
+        token t sees the slots up to its own that `attention_mask` marks real). `cache_window` (a Python int) limits attention to the first
         cache_window slots (None = all), so a decode step reads only the part of the cache it needs. Returns (hidden,
         presents) when use_cache or past_key_values is given, else hidden.
         """

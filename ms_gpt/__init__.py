@@ -3,9 +3,18 @@
 Importing ms_gpt does not import mindnlp (slow); `ms_gpt.compat.mindnlp` does, on first use.
 """
 import os as _os
+import sys as _sys
 
 # MindSpore logs a warning per deprecated call at the default level; keep user-facing output readable.
 _os.environ.setdefault("GLOG_v", "3")
+# `python -m ms_gpt.X`: while this package is imported, sys.argv[0] is still "-m" (runpy sets the module's path only
+# after), and MindSpore takes argv[0] at import as the entry script that its compile cache hashes (a path "<cwd>/-m"
+# makes every cached compile fail). Point it at the module's file now, as runpy is about to.
+if _sys.argv and _sys.argv[0] == "-m" and "-m" in getattr(_sys, "orig_argv", ()):
+    _module = _sys.orig_argv[_sys.orig_argv.index("-m") + 1]
+    _file = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), *_module.split(".")[1:]) + ".py"
+    if _module.startswith("ms_gpt.") and _os.path.isfile(_file):
+        _sys.argv[0] = _file
 
 from .config import GPTConfig, TrainingArguments, preset  # noqa: E402
 from .device import setup_device  # noqa: E402

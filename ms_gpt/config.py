@@ -226,6 +226,9 @@ class TrainingArguments:
     gradient_checkpointing: bool = field(default=False, metadata={
         "help": "recompute each Block's activations in the backward pass (MindSpore recompute; for Ascend: on "
                 "MindSpore 2.7's CPU backend the peak memory does not drop, see README)"})
+    compile_cache_dir: Optional[str] = field(default=None, metadata={"help": (
+        "reuse compiled graphs across runs (MindSpore's compile cache) from a subfolder of this directory keyed by "
+        "the options, model and input shapes; None = off")})
 
 
 def _annotation_text(annotation: Any) -> str:

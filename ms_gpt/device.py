@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -104,3 +106,28 @@ def setup_device(device_target: str = "auto", seed: int | None = None) -> Device
     info = DeviceInfo(target=target, rank=rank, world_size=world)
     _STATE["info"] = info
     return info
+
+
+def enable_compile_cache(directory: str, key: dict) -> str:
+    """Turn on MindSpore's compile cache (MS_COMPILER_CACHE_ENABLE / MS_COMPILER_CACHE_PATH) for this process, in a
+    subfolder of `directory` named by a hash of `key`, ms_gpt's sources and the MindSpore version; returns it.
+
+    MindSpore matches a cached graph by its compile order in the process, not by its content (a 3-layer run found a
+    2-layer run's graph and ran it, measured on 2.7): `key` must hold everything that shapes the graphs of the run
+    (options, model config, parameter and input shapes), so that a run reuses only graphs of an identical run.
+    Call it before the first graph compiles.
+    """
+    digest = hashlib.sha256(f"mindspore {ms.__version__}\n".encode())
+    package = os.path.dirname(os.path.abspath(__file__))
+    for folder, dirs, files in sorted(os.walk(package)):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), "rb") as f:
+                    digest.update(os.path.relpath(os.path.join(folder, name), package).encode() + b"\0" + f.read())
+    digest.update(json.dumps(key, sort_keys=True, default=str).encode())
+    path = os.path.join(os.path.abspath(directory), digest.hexdigest()[:16])
+    os.makedirs(path, exist_ok=True)
+    os.environ["MS_COMPILER_CACHE_ENABLE"] = "1"
+    os.environ["MS_COMPILER_CACHE_PATH"] = path
+    return path

@@ -1,10 +1,12 @@
 """Text generation for `GPTLMHeadModel`: greedy and sampled decoding with a static KV cache.
 
-The cache has a fixed number of slots per call (rounded up, so that many calls share it) and the prompt is
-left-padded to a bucket length, so the prefill and the one-token decode step are each compiled once per
-(batch, prompt bucket, cache length) and reused by later calls with the same shapes. Token choice (repetition
-penalty, temperature, top-k, top-p, sampling) runs on the host with a seeded numpy Generator: the logits of one step
-are copied to the host anyway, and host sampling makes a seed give the same text on every device.
+The KV cache of a batch size is a set of Parameters with n_positions + PREFILL_CHUNK slots, written in place (only
+the new slots move). The prompt enters it in PREFILL_CHUNK-token chunks and each new token in a one-token step (one
+graph attending to the first DECODE_WINDOW slots for calls that fit, one to all), so these graphs are compiled once
+per batch size, on its first call, and reused by every later call, whatever its prompt length or max_new_tokens (a
+chat's turns included). Greedy decoding takes the argmax in the graph; other
+token choice (repetition penalty, temperature, top-k, top-p, sampling) runs on the host with a seeded numpy
+Generator on the step's logits, so a seed gives the same text on every device.
 
 Layout of a batch (HF conventions): rows are LEFT-padded, `attention_mask` is 1 on real tokens, and position ids are
 `cumsum(mask) - 1`, so every row's first real token sits at position 0 whatever its padding.
@@ -22,12 +24,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
-from mindspore import Tensor, nn, ops
+from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
-from .device import compiled
+from .device import compiled, graph_mode
 
-PROMPT_BUCKET = 16  # prompts are left-padded to a multiple of this (fewer distinct prefill shapes)
-CACHE_BUCKET = 64  # cache slots are a multiple of this, capped at n_positions
+PREFILL_CHUNK = 32  # the prompt enters the cache in chunks of this many tokens (one compiled prefill shape)
+DECODE_WINDOW = 256  # a second decode step attends to this many cache slots only (calls that fit in it)
+CACHE_BUCKET = 64  # the no-cache path runs windows of a multiple of this, capped at n_positions
 IdsLike = Union[np.ndarray, Sequence[Sequence[int]], Sequence[int], Tensor]
 
 
@@ -44,39 +47,43 @@ class _ModelStep(nn.Cell):
         self.model = model
 
 
-class _Prefill(_ModelStep):
-    """Prompt [B, P] -> (logits of the last position [B, V], k/v caches [B, H, L, D] with P slots filled)."""
+class _KVCache:
+    """The static key/value cache of one batch size: per layer two Parameters [B * H * slots, D], written in place.
 
-    def construct(self, input_ids, position_ids, cache_mask):
-        prompt_len = input_ids.shape[1]
-        hidden, presents = self.model.transformer(input_ids, cache_mask[:, :prompt_len], None, position_ids, None,
-                                                  None, True)
-        logits = self.model.logits(hidden[:, -1:, :])
-        slots = cache_mask.shape[1]
-        caches = ()
-        for k, v in presents:
-            if slots > prompt_len:
-                tail = ops.zeros((k.shape[0], k.shape[1], slots - prompt_len, k.shape[3]), k.dtype)
-                k = ops.concat((k, tail), axis=2)
-                v = ops.concat((v, tail), axis=2)
-            caches = caches + (k, v)
-        return logits.reshape(logits.shape[0], -1), caches
-
-
-class _Decode(_ModelStep):
-    """One new token [B, 1] written at slot `cache_position` -> (logits [B, V], updated caches).
-
-    The caches travel as flat positional tensors: a nested tuple argument would be keyed by its values and
-    recompile every step (measured on MindSpore 2.7).
+    `slots` = n_positions + PREFILL_CHUNK, so one cache (and so one pair of compiled graphs) serves every prompt
+    length and max_new_tokens of that batch size; the extra chunk holds the padding after a prompt's last chunk.
     """
 
-    def construct(self, token, position_ids, cache_mask, cache_position, *caches):
-        past = tuple((caches[2 * i], caches[2 * i + 1]) for i in range(len(caches) // 2))
-        logits, presents = self.model(token, cache_mask, None, position_ids, None, past, cache_position, True)
-        flat = ()
-        for k, v in presents:
-            flat = flat + (k, v)
-        return logits.reshape(logits.shape[0], -1), flat
+    def __init__(self, config, batch: int):
+        self.slots = config.n_positions + PREFILL_CHUNK
+        shape = (batch * config.n_head * self.slots, config.head_dim)  # row (b * H + h) * slots + slot
+
+        def make(kind):
+            return ParameterTuple(Parameter(Tensor(np.zeros(shape, np.float32)), name=f"kv_cache.b{batch}.{i}.{kind}",
+                                            requires_grad=False) for i in range(config.n_layer))
+        self.keys, self.values = make("key"), make("value")
+
+
+class _CachedStep(_ModelStep):
+    """T new tokens [B, T] written to slots cache_position.. of the cache -> (greedy ids [B], logits [B, V]) at
+    row `last_index` of the T. T = PREFILL_CHUNK for the prompt (chunk by chunk), T = 1 for a decode step; the
+    greedy choice is made in the graph so that greedy decoding copies B ids to the host, not B x V logits."""
+
+    def __init__(self, model, cache: _KVCache, window: Optional[int] = None):
+        super().__init__(model)
+        self.keys, self.values = cache.keys, cache.values
+        self.n_layer = len(cache.keys)
+        self.window = window  # attend to the first `window` slots only (None = all)
+
+    def construct(self, input_ids, position_ids, cache_mask, cache_position, last_index):
+        past = tuple((self.keys[i], self.values[i]) for i in range(self.n_layer))
+        hidden, _ = self.model.transformer(input_ids, cache_mask, None, position_ids, past, cache_position, True,
+                                           self.window)
+        if hidden.shape[1] > 1:
+            hidden = ops.gather(hidden, last_index, 1)
+        logits = self.model.logits(hidden)
+        logits = logits.reshape(logits.shape[0], -1)
+        return ops.argmax(logits, -1), logits
 
 
 class _Forward(_ModelStep):
@@ -89,21 +96,47 @@ class _Forward(_ModelStep):
 
 
 class _CompiledSteps:
-    """The prefill / decode / full-forward graphs of one model.
+    """The cached prefill / decode graphs (per batch size) and the full-forward graph of one model.
 
     Each step is a Cell run in GRAPH_MODE (`device.compiled`, as the training engine's steps): MindSpore compiles
     it once per input signature (shapes and dtypes) and keeps the graph, so holding these Cells across generate()
-    calls is what makes a repeated call compile nothing; `counts` reads each Cell's graph cache.
+    calls is what makes a repeated call compile nothing. The cached steps' shapes depend only on the batch size (the
+    prompt is fed in PREFILL_CHUNK-token chunks, the cache always has n_positions + PREFILL_CHUNK slots), so any
+    prompt length and max_new_tokens reuse them; `counts` reads each Cell's graph cache.
     """
 
     def __init__(self, model):
+        self.model = model
         self.param_ids = _param_ids(model)
-        self.cells = {"prefill": _Prefill(model), "decode": _Decode(model), "forward": _Forward(model)}
-        self.prefill, self.decode, self.forward = (compiled(self.cells[k]) for k in ("prefill", "decode", "forward"))
+        self.by_batch: dict = {}
+        self.forward_cell = _Forward(model)
+        self.forward = compiled(self.forward_cell)
+
+    def cached(self, batch: int):
+        """(prefill, {window: decode}, cache slots) for this batch size. The cache Parameters are made and the
+        decode steps compiled on first use: one decode step attends to the first DECODE_WINDOW slots (a short
+        generation reads a quarter of a GPT-2 cache per token), one to all; compiling both now keeps a later, longer
+        call from stalling on a compile."""
+        if batch not in self.by_batch:
+            cache = _KVCache(self.model.config, batch)
+            windows = sorted({min(DECODE_WINDOW, cache.slots), cache.slots})
+            cells = (_CachedStep(self.model, cache),) + tuple(_CachedStep(self.model, cache, w) for w in windows)
+            steps = tuple(compiled(cell) for cell in cells)
+            dummy = (_i32(np.zeros((batch, 1))), _i32(np.zeros((batch, 1))), _i32(np.zeros((batch, cache.slots))),
+                     _i32([cache.slots - 1]), _i32([0]))
+            with graph_mode():
+                for cell in cells[1:]:
+                    cell.compile(*dummy)
+            self.by_batch[batch] = (cells, (steps[0], dict(zip(windows, steps[1:]))), cache.slots)
+        _, (prefill, decode), slots = self.by_batch[batch]
+        return prefill, decode, slots
 
     @property
     def counts(self) -> dict:
-        return {name: len(cell.compile_cache) for name, cell in self.cells.items()}
+        cells = [cells for cells, _, _ in self.by_batch.values()]
+        return {"prefill": sum(len(c[0].compile_cache) for c in cells),
+                "decode": sum(len(cell.compile_cache) for c in cells for cell in c[1:]),
+                "forward": len(self.forward_cell.compile_cache)}
 
 
 def _param_ids(model) -> tuple:
@@ -151,6 +184,11 @@ class TokenChooser:
         self.repetition_penalty = float(repetition_penalty)
         self.rng = np.random.default_rng(seed)
         self.seen: Optional[np.ndarray] = None  # bool [B, V]: tokens of each row so far (repetition penalty)
+
+    @property
+    def plain_greedy(self) -> bool:
+        """Greedy with nothing that changes the scores: the argmax of the raw logits (taken in the graph)."""
+        return not self.do_sample and self.repetition_penalty == 1.0
 
     def observe(self, ids: np.ndarray, mask: Optional[np.ndarray] = None) -> None:
         """Record tokens [B, T] (where mask is 1) as already present in each row."""
@@ -259,50 +297,52 @@ def position_ids_from_mask(mask: np.ndarray) -> np.ndarray:
     return np.maximum(np.cumsum(mask, axis=-1) - 1, 0)
 
 
-def cache_length(prompt_slots: int, max_new_tokens: int, n_positions: int) -> int:
-    """Slots of the static cache: prompt + new tokens (at most n_positions) rounded up to CACHE_BUCKET, capped at
-    n_positions."""
-    return min(_round_up(prompt_slots + max_new_tokens, CACHE_BUCKET), n_positions)
-
-
 def _i32(array) -> Tensor:
     return Tensor(np.ascontiguousarray(array, dtype=np.int32))
 
 
 # ---- decoders: prompt in, logits of the next position out -------------------------------------------------------
 class _CachedDecoder:
-    """Prefill once into a static cache, then feed one token per step."""
+    """Feed the prompt into the static cache chunk by chunk, then one token per step.
+
+    Slot i of the cache holds prompt column i (left padding included, masked out), then the new tokens in order.
+    The last chunk is right-padded with id 0; those slots are hidden from the real tokens (a token sees only slots
+    up to its own) and overwritten by the new tokens. `start` and `advance` return (greedy ids [B], logits [B, V]) as
+    device tensors; the caller copies to the host only what it needs.
+    """
 
     def __init__(self, steps: _CompiledSteps, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int,
                  n_positions: int):
-        self.steps = steps
-        width = ids.shape[1]
-        # bucket the prompt width, but never past what n_positions leaves for the new tokens
-        bucket = max(width, min(_round_up(width, PROMPT_BUCKET), n_positions - max_new_tokens))
-        pad = bucket - width
-        self.ids = np.pad(ids, ((0, 0), (pad, 0)))
-        prompt_mask = np.pad(mask, ((0, 0), (pad, 0)))
-        slots = cache_length(bucket, max_new_tokens, n_positions)
-        # every slot after the prompt will hold a real token; the model hides the future ones by slot <= position
-        cache_mask = np.ones((ids.shape[0], slots), dtype=np.int32)
-        cache_mask[:, :bucket] = prompt_mask
+        batch, width = ids.shape
+        self.prefill, decoders, slots = steps.cached(batch)
+        # the smallest window holding every slot this call attends to (the last new token is never fed back)
+        self.decode = decoders[min(w for w in decoders if w >= width + max_new_tokens - 1)]
+        chunks = _round_up(width, PREFILL_CHUNK)
+        self.ids = np.pad(ids, ((0, 0), (0, chunks - width)))
+        self.positions = np.pad(position_ids_from_mask(mask), ((0, 0), (0, chunks - width)))
+        # every slot after the prompt will hold a real token; the model hides the future ones by slot <= own slot
+        cache_mask = np.ones((batch, slots), dtype=np.int32)
+        cache_mask[:, :width] = mask
         self.cache_mask = _i32(cache_mask)
-        self.prompt_mask = prompt_mask
-        self.next_position = prompt_mask.sum(axis=1)  # position id of the next token, per row
-        self.slot = bucket  # cache slot of the next token
-        self.caches: tuple = ()
+        self.width = width
+        self.next_position = mask.sum(axis=1)  # position id of the next token, per row
+        self.slot = width  # cache slot of the next token
 
-    def start(self) -> np.ndarray:
-        logits, self.caches = self.steps.prefill(_i32(self.ids), _i32(position_ids_from_mask(self.prompt_mask)),
-                                                 self.cache_mask)
-        return logits.asnumpy()
+    def start(self):
+        out = None
+        for begin in range(0, self.ids.shape[1], PREFILL_CHUNK):
+            end = begin + PREFILL_CHUNK
+            last = min(self.width - 1 - begin, PREFILL_CHUNK - 1)
+            out = self.prefill(_i32(self.ids[:, begin:end]), _i32(self.positions[:, begin:end]), self.cache_mask,
+                               _i32([begin]), _i32([last]))
+        return out
 
-    def advance(self, tokens: np.ndarray) -> np.ndarray:
-        logits, self.caches = self.steps.decode(_i32(tokens[:, None]), _i32(self.next_position[:, None]),
-                                                self.cache_mask, _i32([self.slot]), *self.caches)
+    def advance(self, tokens: np.ndarray):
+        out = self.decode(_i32(tokens[:, None]), _i32(self.next_position[:, None]), self.cache_mask,
+                          _i32([self.slot]), _i32([0]))
         self.slot += 1
         self.next_position = self.next_position + 1
-        return logits.asnumpy()
+        return out
 
 
 class _RecomputeDecoder:
@@ -328,7 +368,7 @@ class _RecomputeDecoder:
         mask[:, :self.length] = self.mask[:, :self.length]
         logits = self.steps.forward(_i32(ids), _i32(mask), _i32(position_ids_from_mask(mask)),
                                     _i32([self.length - 1]))
-        return logits.asnumpy()
+        return None, logits
 
     def start(self) -> np.ndarray:
         return self._run()
@@ -473,10 +513,14 @@ def generate(model, input_ids: IdsLike, attention_mask=None, max_new_tokens: Opt
         decoder_cls = _CachedDecoder if use_cache else _RecomputeDecoder
         decoder = decoder_cls(_compiled_steps(model), ids, mask, max_new_tokens, config.n_positions)
         finished = np.zeros(batch, dtype=bool)
-        logits = decoder.start()
+        greedy_ids, logits = decoder.start()
         produced = 0
         for step in range(max_new_tokens):
-            tokens = chooser(logits, banned=eos if step < min_new_tokens else ())
+            banned = eos if step < min_new_tokens else ()
+            if greedy_ids is not None and chooser.plain_greedy and not banned:
+                tokens = greedy_ids.asnumpy().astype(np.int64)  # chosen in the graph: B ids to the host, not B x V
+            else:
+                tokens = chooser(logits.asnumpy(), banned=banned)
             tokens = np.where(finished, pad_token_id, tokens)
             new_tokens[:, step] = tokens
             produced = step + 1
@@ -488,7 +532,7 @@ def generate(model, input_ids: IdsLike, attention_mask=None, max_new_tokens: Opt
                 break
             fed = np.where(finished, 0, tokens)  # finished rows run on with any valid id (pad may be outside vocab)
             chooser.observe(fed[:, None])
-            logits = decoder.advance(fed)
+            greedy_ids, logits = decoder.advance(fed)
     finally:
         model.set_train(was_training)
     return np.concatenate([original, new_tokens[:, :produced]], axis=1)

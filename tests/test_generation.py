@@ -2,8 +2,8 @@
 stopping, compile counts and bad input.
 
 The models are the tiny HF reference checkpoints (tests/fixtures/hf, n_positions 64, vocab 1000), whose weights are
-noisy enough that greedy decoding does not collapse onto one token. Tests reuse a few shapes on purpose: each new
-(batch, prompt bucket, cache length) costs a graph compilation of a couple of seconds.
+noisy enough that greedy decoding does not collapse onto one token. Each new batch size costs a pair of graph
+compilations (prefill chunk, decode step) of a couple of seconds; prompt lengths and max_new_tokens cost none.
 """
 import os
 import warnings
@@ -168,6 +168,53 @@ def test_decode_compiles_once_per_shape_and_sees_new_weights():
     model.resize_token_embeddings(1010)
     out = generate(model, prompt, max_new_tokens=5, do_sample=True, seed=0)
     assert out.shape == (1, 13) and compile_counts(model) == {"prefill": 1, "decode": 1, "forward": 0}
+
+
+def test_any_prompt_length_reuses_the_first_generations_graphs():
+    """After the first call, new prompt lengths (one chunk, several chunks) and max_new_tokens, chat-like turns that
+    grow the prompt, compile nothing: the cache always has n_positions + PREFILL_CHUNK slots and the prompt goes in
+    PREFILL_CHUNK-token chunks. A multi-chunk prompt decodes as the no-cache path does."""
+    model, _ = load("gpt2")
+    rng = np.random.default_rng(1)
+    generate(model, rng.integers(1, 1000, (1, 5)), max_new_tokens=4)
+    assert compile_counts(model) == {"prefill": 1, "decode": 1, "forward": 0}
+    turn = rng.integers(1, 1000, (1, 3))
+    for prompt_len, new in ((3, 40), (33, 6), (50, 13), (63, 1)):
+        prompt = rng.integers(1, 1000, (1, prompt_len))
+        generate(model, prompt, max_new_tokens=new)
+        turn = generate(model, np.concatenate([turn, prompt[:, :4]], axis=1), max_new_tokens=3)
+    assert compile_counts(model) == {"prefill": 1, "decode": 1, "forward": 0}
+    long_prompt = rng.integers(1, 1000, (1, 45))  # two chunks
+    cached = generate(model, long_prompt, max_new_tokens=12, eos_token_id=[])
+    assert compile_counts(model) == {"prefill": 1, "decode": 1, "forward": 0}
+    np.testing.assert_array_equal(cached, generate(model, long_prompt, max_new_tokens=12, eos_token_id=[],
+                                                   use_cache=False))
+    # a new batch size (here num_return_sequences=2) compiles its pair once, then reuses it
+    generate(model, long_prompt[:, :9], max_new_tokens=5, do_sample=True, seed=0, num_return_sequences=2)
+    generate(model, long_prompt, max_new_tokens=2, do_sample=True, seed=0, num_return_sequences=2)
+    assert compile_counts(model) == {"prefill": 2, "decode": 2, "forward": 1}
+
+
+def test_short_and_long_calls_use_the_windowed_and_the_full_decode_step():
+    """With more cache slots than DECODE_WINDOW, the first call compiles both decode steps (the windowed one reads only
+    the first DECODE_WINDOW slots); calls that fit the window and calls that do not both match the no-cache path, and
+    none compiles anything more."""
+    from ms_gpt.config import GPTConfig
+    from ms_gpt.generation import DECODE_WINDOW
+
+    config = GPTConfig(vocab_size=97, n_positions=DECODE_WINDOW + 40, n_embd=32, n_layer=1, n_head=2, resid_pdrop=0.0,
+                       embd_pdrop=0.0, attn_pdrop=0.0)
+    model = GPTLMHeadModel(config)
+    rng = np.random.default_rng(2)
+    short = generate(model, rng.integers(0, 97, (1, 20)), max_new_tokens=8, eos_token_id=[])
+    assert compile_counts(model) == {"prefill": 1, "decode": 2, "forward": 0}
+    long_prompt = rng.integers(0, 97, (1, DECODE_WINDOW - 10))  # + 30 new tokens: past the window
+    long = generate(model, long_prompt, max_new_tokens=30, eos_token_id=[])
+    assert compile_counts(model) == {"prefill": 1, "decode": 2, "forward": 0}
+    np.testing.assert_array_equal(long, generate(model, long_prompt, max_new_tokens=30, eos_token_id=[],
+                                                 use_cache=False))
+    np.testing.assert_array_equal(short, generate(model, short[:, :20], max_new_tokens=8, eos_token_id=[],
+                                                  use_cache=False))
 
 
 # ---- bad and edge input ---------------------------------------------------------------------------------------

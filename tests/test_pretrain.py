@@ -53,6 +53,28 @@ def test_pretrain_cli_trains_saves_and_samples(tmp_path):
     assert abs(result["perplexity"] - reported) < 1e-3 and result["perplexity"] < 65
 
 
+def test_compile_cache_under_python_m_reuses_only_identical_runs(tmp_path):
+    """--compile_cache_dir works under `python -m` (MindSpore 2.7 read argv[0] = "-m" and failed), a repeated run
+    loads its graphs and trains identically, and another model shape gets its own cache folder (MindSpore alone would
+    hand the 2-layer run the 1-layer run's graphs) and trains as it does without the cache."""
+    cache = tmp_path / "cache"
+    base = [PY, "-m", "ms_gpt.pretrain", "--max_steps", "2", "--eval_iters", "1", "--sample_tokens", "0",
+            "--disable_tqdm", "--n_layer", "1", "--n_embd", "32", "--n_head", "2"]
+    runs = {"first": ["--compile_cache_dir", str(cache)], "again": ["--compile_cache_dir", str(cache)],
+            "deeper": ["--n_layer", "2", "--compile_cache_dir", str(cache)], "deeper_uncached": ["--n_layer", "2"]}
+    losses = {}
+    for name, extra in runs.items():
+        proc = _run(base + extra + ["--output_dir", str(tmp_path / name)])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        records = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        losses[name] = [r["val_loss"] for r in records if "val_loss" in r][-1]
+        if name == "first":
+            assert len(list(cache.glob("*/rank_0/graph_cache/compile_cache_*.mindir"))) >= 2
+    assert len(list(cache.iterdir())) == 2
+    assert losses["again"] == losses["first"]
+    assert losses["deeper"] == losses["deeper_uncached"] != losses["first"]
+
+
 def test_pretrain_bad_input_is_one_clear_error(tmp_path):
     proc = _run([PY, "-m", "ms_gpt.pretrain", "--train_file", str(tmp_path / "nope.txt"),
                  "--output_dir", str(tmp_path / "o")])

@@ -22,7 +22,7 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from ..config import TrainingArguments
-from ..device import DeviceInfo, compiled, setup_device
+from ..device import DeviceInfo, compiled, enable_compile_cache, setup_device
 from .optim import AdamW, lr_schedule
 
 # Every batch is a dict over these keys (a subset); the compiled step takes them in this order, None where absent.
@@ -268,9 +268,12 @@ class Trainer:
         window_tokens, window_start = 0, None
         compile_seconds = None
         tokens_per_second = None
+        spent = {"eval_seconds": 0.0, "save_seconds": 0.0}  # where a run's wall time goes besides the steps
         first = True
         while self.step < self.total_steps:
             inputs, tokens = self._next_stacked()
+            if first and args.compile_cache_dir and args.jit:
+                self._enable_compile_cache(inputs)
             self._declare_dynamic(self.train_cell, inputs)
             t0 = time.perf_counter()
             loss = self._train_step(*inputs)
@@ -317,15 +320,31 @@ class Trainer:
                                       for k, v in evaluated.items()))
                 self._track_best(evaluated)
                 window_start += time.perf_counter() - t_eval  # evaluation time is not training throughput
+                spent["eval_seconds"] += time.perf_counter() - t_eval
             if (args.save_steps and self.step % args.save_steps == 0) or at_end:
+                t_save = time.perf_counter()
                 self.save_checkpoint()
+                spent["save_seconds"] += time.perf_counter() - t_save
         if bar is not None:
             bar.close()
         summary = {"step": self.step, "compile_seconds": compile_seconds, "tokens_per_second": tokens_per_second,
-                   "best_step": self.best_step, "best_metric": self.best_metric}
+                   "best_step": self.best_step, "best_metric": self.best_metric, **spent}
         if main:
             self.plot_losses()
         return summary
+
+    def _enable_compile_cache(self, inputs: list) -> None:
+        """Compile cache for this run, keyed by what shapes its graphs (see `device.enable_compile_cache`)."""
+        skip = ("output_dir", "disable_tqdm", "compile_cache_dir", "resume_from_checkpoint")
+        configs = sorted({json.dumps(vars(cell.config), sort_keys=True, default=str)
+                          for _, cell in self.model.cells_and_names() if hasattr(cell, "config")})
+        key = {"args": {k: v for k, v in asdict(self.args).items() if k not in skip},
+               "run_config": {k: v for k, v in self.run_config.items() if k not in skip},
+               "model": type(self.model).__name__, "configs": configs, "world_size": self.device.world_size,
+               "target": self.device.target, "total_steps": self.total_steps,
+               "parameters": [(p.name, tuple(p.shape), str(p.dtype)) for p in self.model.get_parameters()],
+               "inputs": [None if x is None else (tuple(x.shape), str(x.dtype)) for x in inputs]}
+        enable_compile_cache(self.args.compile_cache_dir, key)
 
     def evaluate(self) -> dict:
         """Mean loss (and metrics) on every eval set; one host read per set."""

@@ -1,7 +1,9 @@
 """Causal-LM pretraining: a text corpus -> tokenizer -> random windows -> the engine -> checkpoint + sample."""
 from __future__ import annotations
 
+import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -76,6 +78,15 @@ def build_tokenizer(spec: str, text: str):
 def pretrain(args: PretrainArguments, log=print) -> dict:
     """Run the recipe; returns a summary (losses, timings, paths, sample)."""
     device = setup_device(args.device_target, args.seed)
+    phases = {}  # seconds per phase of the run, logged at the end
+    mark = time.perf_counter()
+
+    def phase(name):
+        nonlocal mark
+        now = time.perf_counter()
+        phases[name] = round(now - mark, 3)
+        mark = now
+
     path = args.train_file
     if path.startswith(("http://", "https://")):
         path = fetch_corpus(path, os.path.join(args.output_dir, "data"))
@@ -85,19 +96,23 @@ def pretrain(args: PretrainArguments, log=print) -> dict:
 
         tokenizer = load_tokenizer(resolve_path(args.init_from))
         lm = GPTLMHeadModel.from_pretrained(resolve_path(args.init_from))
+        phase("model_load")
     else:
         tokenizer = build_tokenizer(args.tokenizer, text)
+        phase("tokenizer")
         config = GPTConfig(model_type=args.model_type, vocab_size=tokenizer.vocab_size, n_positions=args.block_size,
                            n_embd=args.n_embd, n_layer=args.n_layer, n_head=args.n_head, resid_pdrop=args.dropout,
                            embd_pdrop=args.dropout, attn_pdrop=args.dropout,
                            compute_dtype="float16" if args.fp16 else "bfloat16" if args.bf16 else "float32")
         lm = GPTLMHeadModel(config)
+        phase("model_init")
     from ..lora import apply_lora_from_args
 
     apply_lora_from_args(lm, args, args.init_from)  # lora_r > 0: adapters on init_from's model, the rest frozen
     if lm.config.n_positions < args.block_size:
         raise ValueError(f"block_size={args.block_size} exceeds the model's n_positions={lm.config.n_positions}")
     ids = np.asarray(tokenizer.encode(text), dtype=np.int32)
+    phase("encode")
     train_ids, val_ids = split_ids(ids, args.train_fraction)
     n_params = sum(int(np.prod(p.shape)) for p in lm.trainable_params())
     if device.is_main:
@@ -118,7 +133,12 @@ def pretrain(args: PretrainArguments, log=print) -> dict:
     trainer = Trainer(loss_cell, args, source, {"train": make_eval(train_ids, 1), "val": make_eval(val_ids, 2)},
                       tokenizer=tokenizer, run_config=asdict(args), device=device, export_model=lm,
                       metric_for_best_model="val_loss")
+    phase("trainer_init")
     summary = trainer.train()
+    phase("train")
+    phases["first_step_with_compile"] = round(summary["compile_seconds"] or 0.0, 3)
+    phases["evaluations"] = round(summary["eval_seconds"], 3)
+    phases["checkpoints"] = round(summary["save_seconds"], 3)
     evals = [r for r in trainer.history if "val_loss" in r]
     summary.update(first_eval=evals[0] if evals else None, last_eval=evals[-1] if evals else None,
                    output_dir=args.output_dir)
@@ -136,8 +156,12 @@ def pretrain(args: PretrainArguments, log=print) -> dict:
         save_model(lm, args)  # a LoRA run writes the PEFT adapter (or, with merge_lora, the merged model)
         tokenizer.save_pretrained(args.output_dir)
         summary["loss_curve"] = os.path.join(args.output_dir, "loss.png")
+        phase("save_pretrained")
         if args.sample_tokens > 0:
             summary["sample"] = sample_text(lm, tokenizer, args)
+            phase("sample")
+        summary["phase_seconds"] = phases
+        log("phase seconds: " + json.dumps(phases))
     return summary
 
 

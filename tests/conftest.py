@@ -16,3 +16,14 @@ def _pynative_and_seeded():
     ms.set_seed(0)
     np.random.seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Undo what a test's imports write into os.environ (`import mindnlp` sets MS_ALLOC_CONF, HF_ENDPOINT, ...), so a
+    later test's subprocess starts from the same environment whatever ran before it (MindSpore prints its allocator
+    settings on stdout when MS_ALLOC_CONF is set)."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)

@@ -212,6 +212,17 @@ def sliding_windows(length: int, max_length: int, stride: int) -> list[tuple[int
     return windows
 
 
+# The scorer holds a few float32 copies of a batch's logits (log-softmax, argmax): cap one copy at this many bytes.
+LOGITS_BUDGET_BYTES = 256 * 2**20
+
+
+def bounded_batch_size(model, length: int, requested: int, budget: int = LOGITS_BUDGET_BYTES) -> int:
+    """`requested` rows per scoring batch, fewer where [rows, length, vocab] float32 logits would exceed `budget`
+    (a 124M GPT-2 at 256 tokens: 5 rows; 64 rows would need 3.3 GB per copy)."""
+    per_row = max(1, length) * model.config.vocab_size * 4
+    return max(1, min(requested, budget // per_row))
+
+
 def perplexity_of_ids(model, ids: np.ndarray, max_length: Optional[int] = None, stride: Optional[int] = None,
                       batch_size: int = 8, scorer: Optional[TokenScorer] = None, source: str = "text"
                       ) -> dict[str, Any]:

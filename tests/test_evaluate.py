@@ -260,3 +260,14 @@ def test_bigbench_task_file_reads_as_choices():
 def test_tokenizer_of_another_model_is_refused(model):
     with pytest.raises(ValueError, match="token id 5000 is outside the model's vocabulary"):
         perplexity_of_ids(model, np.asarray([1, 2, 5000, 3]), 64, 32)
+
+
+def test_bounded_batch_size_caps_the_logits_of_one_batch():
+    from types import SimpleNamespace
+
+    from ms_gpt.evaluation import bounded_batch_size
+
+    gpt2_124m = SimpleNamespace(config=SimpleNamespace(vocab_size=50257))
+    assert bounded_batch_size(gpt2_124m, 256, 64) == (256 * 2**20) // (256 * 50257 * 4) == 5
+    assert bounded_batch_size(gpt2_124m, 4096, 64) == 1  # never below one row
+    assert bounded_batch_size(SimpleNamespace(config=SimpleNamespace(vocab_size=65)), 256, 64) == 64

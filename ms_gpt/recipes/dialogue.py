@@ -530,9 +530,11 @@ def run_dialogue(args: DialogueArguments, log=print) -> dict:
     summary = trainer.train()
     train_seconds = time.perf_counter() - t_train
     after = [r["heldout_loss"] for r in trainer.history if "heldout_loss" in r][-1]  # the trainer's final eval
-    from ..evaluation import sequence_perplexity  # per-token perplexity, the code of `python -m ms_gpt.evaluate`
+    from ..evaluation import bounded_batch_size, sequence_perplexity  # the code of `python -m ms_gpt.evaluate`
 
-    held = sequence_perplexity(lm, data.heldout, batch_size=args.per_device_eval_batch_size)
+    longest = max(len(d) for d in data.heldout)
+    held = sequence_perplexity(lm, data.heldout,
+                               batch_size=bounded_batch_size(lm, longest, args.per_device_eval_batch_size))
     results.update(heldout_loss_before=before, heldout_loss_after=after, heldout_perplexity_after=held["perplexity"],
                    heldout_tokens_scored=held["tokens"],
                    train_steps=summary["step"], train_epochs=summary["step"] * global_batch / len(data.train),

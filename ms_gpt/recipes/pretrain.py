@@ -38,6 +38,9 @@ class PretrainArguments(TrainingArguments, LoraArguments):
     dropout: float = field(default=0.0, metadata={"help": "dropout of residual, embedding and attention"})
     init_from: Optional[str] = field(
         default=None, metadata={"help": "an HF / ms_gpt model directory to continue from (None = from scratch)"})
+    eval_perplexity: bool = field(default=True, metadata={
+        "help": "at the end, score the whole validation split in non-overlapping block_size windows and report its "
+                "perplexity (the code of python -m ms_gpt.evaluate; ~35 s for GPT-2 124M on 2 CPU cores)"})
     sample_tokens: int = field(
         default=300, metadata={"help": "characters / tokens sampled from the model at the end (0 = none)"})
     sample_prompt: str = field(default="\n", metadata={"help": "prompt of that sample"})
@@ -144,19 +147,22 @@ def pretrain(args: PretrainArguments, log=print) -> dict:
                    output_dir=args.output_dir)
     if device.is_main:
         lm.set_train(False)
-        # held-out perplexity of the whole validation split (non-overlapping windows of block_size), through the
-        # evaluation code of `python -m ms_gpt.evaluate --split validation`
-        from ..evaluation import perplexity_of_ids
-
-        held = perplexity_of_ids(lm, val_ids, args.block_size, args.block_size, batch_size=eval_bs,
-                                 source="validation split")
-        summary.update(val_perplexity=held["perplexity"], val_nll=held["nll"], val_tokens_scored=held["tokens"])
-        log(f"validation split: perplexity {held['perplexity']:.4f} (nll {held['nll']:.4f}) over "
-            f"{held['tokens']:,} tokens, windows of {args.block_size}")
         save_model(lm, args)  # a LoRA run writes the PEFT adapter (or, with merge_lora, the merged model)
         tokenizer.save_pretrained(args.output_dir)
         summary["loss_curve"] = os.path.join(args.output_dir, "loss.png")
         phase("save_pretrained")
+        if args.eval_perplexity:
+            # held-out perplexity of the whole validation split (non-overlapping windows of block_size), through the
+            # evaluation code of `python -m ms_gpt.evaluate --split validation`; after the save, so nothing is lost
+            from ..evaluation import bounded_batch_size, perplexity_of_ids
+
+            held = perplexity_of_ids(lm, val_ids, args.block_size, args.block_size,
+                                     batch_size=bounded_batch_size(lm, args.block_size, eval_bs),
+                                     source="validation split")
+            summary.update(val_perplexity=held["perplexity"], val_nll=held["nll"], val_tokens_scored=held["tokens"])
+            log(f"validation split: perplexity {held['perplexity']:.4f} (nll {held['nll']:.4f}) over "
+                f"{held['tokens']:,} tokens, windows of {args.block_size}")
+            phase("val_perplexity")
         if args.sample_tokens > 0:
             summary["sample"] = sample_text(lm, tokenizer, args)
             phase("sample")

@@ -113,8 +113,6 @@ class GPTConfig:
                 kwargs[name] = value
             else:
                 extra[key] = value
-        if kwargs.get("model_type", "gpt2") == "openai-gpt" and "layer_norm_epsilon" not in kwargs:
-            kwargs["layer_norm_epsilon"] = 1e-5
         if kwargs.get("activation_function") == "gelu" and kwargs.get("model_type") == "openai-gpt":
             # HF's OpenAIGPT maps afn "gelu" to the tanh approximation (gelu_new)
             kwargs["activation_function"] = "gelu_new"

@@ -48,12 +48,10 @@ def _trainer(tmp_path, steps=30, fail_after=None, resume=None, accum=1, batch=8,
                              resume_from_checkpoint=resume, gradient_accumulation_steps=accum,
                              per_device_train_batch_size=batch, warmup_steps=5, lr_scheduler_type="cosine",
                              weight_decay=0.1, fp16=fp16, **kw)
-    holder = {}
 
     def val_batches():
         return eval_batches(val, 12, 8, 4, seed=7)
     trainer = Trainer(NextTokenLoss(lm), args, source, {"val": val_batches}, export_model=lm)
-    holder["t"] = trainer
     return trainer, lm
 
 

@@ -22,9 +22,9 @@ import numpy as np
 
 from ..config import GPTConfig, LoraArguments, TrainingArguments, parse_config
 from ..data.padding import padded_length, resolve_policy
+from ..model import IGNORE_INDEX
 from ..paths import resolve_path
 
-IGNORE_INDEX = -100
 LONG_DIALOGUES = ("drop", "truncate")
 PADDINGS = ("auto", "max_length", "dynamic", "bucket")
 

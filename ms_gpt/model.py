@@ -11,7 +11,6 @@ residual stream and the losses stay float32.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 import mindspore as ms

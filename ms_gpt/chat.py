@@ -3,12 +3,11 @@
 Type a turn and press Enter; `/reset` forgets the conversation, `/exit` (or end of input) quits. When stdin is not
 a terminal, each input line is one turn and each reply is printed on one line (for scripts and tests).
 """
-import os
 import sys
 from dataclasses import dataclass, field
 
-if __package__ in (None, ""):  # launched as a file: import from the project root
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ""):  # run as a file (msrun takes a script path): see ms_gpt/_launch.py
+    import _launch  # noqa: F401
 
 from ms_gpt.cli import run  # noqa: E402
 from ms_gpt.config import parse_config  # noqa: E402

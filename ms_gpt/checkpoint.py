@@ -22,9 +22,7 @@ import json
 import os
 import pickle
 import re
-import shutil
 import socket
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from .config import GPTConfig
+from .paths import atomic_directory, atomic_path, atomic_write
 
 CONFIG_NAME = "config.json"
 GENERATION_CONFIG_NAME = "generation_config.json"
@@ -52,13 +51,6 @@ TIED_KEYS = ("lm_head.weight",)  # the LM head is the token table; a stored copy
 # builds its mask from the config. `c_attn.bias` / `c_proj.bias` do not match (anchored on `attn.`).
 _MASK_BUFFER = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
 _TOKEN_TABLE = {"gpt2": "wte.weight", "openai-gpt": "tokens_embed.weight"}
-_HF_CLASS = {  # ms_gpt class -> the HF architecture name written to config.json, per model_type
-    "GPTModel": {"gpt2": "GPT2Model", "openai-gpt": "OpenAIGPTModel"},
-    "GPTLMHeadModel": {"gpt2": "GPT2LMHeadModel", "openai-gpt": "OpenAIGPTLMHeadModel"},
-    "GPTForSequenceClassification": {"gpt2": "GPT2ForSequenceClassification",
-                                     "openai-gpt": "OpenAIGPTForSequenceClassification"},
-    "GPTDoubleHeadsModel": {"gpt2": "GPT2DoubleHeadsModel", "openai-gpt": "OpenAIGPTDoubleHeadsModel"},
-}
 _MAX_LISTED = 12  # keys named in one message before "... and N more"
 
 
@@ -87,6 +79,27 @@ def _body_prefix(model) -> str:
     return "" if model.base_model() is model else BODY_PREFIX
 
 
+def assign_weights(params: dict, values: dict) -> None:
+    """Copy `values` (numpy arrays or MindSpore tensors, by name) into the Parameters `params` (same names) in place.
+
+    The one way ms_gpt puts weights into a model: `ops.assign` writes into the buffers the compiled graphs hold, so
+    the next compiled step sees the new weights. (`Parameter.set_data`, and `load_param_into_net` which uses it,
+    swap the buffer: on MindSpore 2.7 a graph compiled before keeps reading the freed one.) Shapes must match.
+    """
+    import mindspore as ms
+    from mindspore import ops
+
+    for name, value in values.items():
+        param = params[name]
+        if tuple(value.shape) != tuple(param.shape):
+            raise ValueError(f"'{name}': value of shape {tuple(value.shape)}, the parameter has {tuple(param.shape)}")
+        if isinstance(value, ms.Tensor):
+            tensor = value if value.dtype == param.dtype else value.astype(param.dtype)
+        else:
+            tensor = ms.Tensor(np.asarray(value).astype(ms.dtype_to_nptype(param.dtype)), dtype=param.dtype)
+        ops.assign(param, tensor)
+
+
 def load_state_dict(model, weights: dict[str, np.ndarray], strict: bool = True,
                     source: str = "state dict") -> LoadReport:
     """Copy `weights` (HF keys, with or without the `transformer.` prefix) into `model`.
@@ -95,8 +108,6 @@ def load_state_dict(model, weights: dict[str, np.ndarray], strict: bool = True,
     missing body weights are an error (strict) or reported in the result (strict=False). Missing head weights keep
     their initialisation and are reported by one warning; unknown keys by another.
     """
-    import mindspore as ms
-
     params = dict(model.parameters_and_names())
     prefix = _body_prefix(model)
     body_names = {name[len(prefix):] for name in params if name.startswith(prefix)} if prefix else set(params)
@@ -139,9 +150,7 @@ def load_state_dict(model, weights: dict[str, np.ndarray], strict: bool = True,
     if missing_body and strict:
         raise ValueError(f"{source}: missing body weights for {type(model).__name__}: {_listed(missing_body)}")
 
-    for name, (_, value) in targets.items():
-        param = params[name]
-        param.set_data(ms.Tensor(np.asarray(value).astype(ms.dtype_to_nptype(param.dtype)), dtype=param.dtype))
+    assign_weights(params, {name: value for name, (_, value) in targets.items()})
     if missing_head:
         warnings.warn(f"Some weights of {type(model).__name__} were not in {source} and are newly initialized: "
                       f"{_listed(missing_head)}. Train the model before using it for predictions.", stacklevel=3)
@@ -460,7 +469,7 @@ def write_torch_bin(weights: dict[str, np.ndarray], path: str, archive_name: str
     records = {key: _TensorOut(str(i), value) for i, (key, value) in enumerate(arrays.items())}
     buffer = io.BytesIO()
     _TorchPickler(buffer, protocol=2).dump(collections.OrderedDict(records))
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr(f"{archive_name}/data.pkl", buffer.getvalue())
         archive.writestr(f"{archive_name}/byteorder", "little")
         for key, value in arrays.items():
@@ -504,15 +513,10 @@ def save_ckpt(model, path: str) -> None:
         raise ValueError(f"save_ckpt: {path} must end with .ckpt")
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".ckpt", prefix=".tmp-", dir=directory)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         ms.save_checkpoint([{"name": k, "data": ms.Tensor(v)} for k, v in state_dict(model).items()], tmp)
-        _write_json_atomic(_config_dict(model), os.path.join(directory, CONFIG_NAME))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        with atomic_write(os.path.join(directory, CONFIG_NAME)) as f:
+            json.dump(_config_dict(model), f, indent=2, sort_keys=True)
 
 
 # ---- reading any weight source -----------------------------------------------------------------------------------
@@ -632,16 +636,7 @@ def _load_config(path: str, overrides: dict[str, Any]) -> GPTConfig:
 
 
 def _config_dict(model) -> dict[str, Any]:
-    data = model.config.to_dict()
-    data["architectures"] = [_HF_CLASS[type(model).__name__][model.config.model_type]]
-    return data
-
-
-def _write_json_atomic(data: dict, path: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    return model.config.to_dict(architecture=type(model).__name__)
 
 
 # ---- public entry points ---------------------------------------------------------------------------------------------
@@ -724,11 +719,8 @@ def save_pretrained(model, directory: str, safe_serialization: bool = True) -> N
     directory = os.path.abspath(os.fspath(directory))
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise ValueError(f"save_pretrained: {directory} exists and is not a directory")
-    parent = os.path.dirname(directory)
-    os.makedirs(parent, exist_ok=True)
     weights_name = SAFE_WEIGHTS if safe_serialization else TORCH_WEIGHTS
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
-    try:
+    with atomic_directory(directory, merge=True, last=(GENERATION_CONFIG_NAME, CONFIG_NAME)) as tmp:
         weights = state_dict(model)
         if safe_serialization:
             from safetensors.numpy import save_file
@@ -738,19 +730,10 @@ def save_pretrained(model, directory: str, safe_serialization: bool = True) -> N
             write_torch_bin(weights, os.path.join(tmp, weights_name))
         with open(os.path.join(tmp, CONFIG_NAME), "w", encoding="utf-8") as f:
             json.dump(_config_dict(model), f, indent=2, sort_keys=True)
-        written = [weights_name, CONFIG_NAME]
         generation = getattr(model, "generation_config", None)  # loaded with the checkpoint: keep it, as HF does
         if generation and type(model).__name__ in ("GPTLMHeadModel", "GPTDoubleHeadsModel"):  # the models that generate
             with open(os.path.join(tmp, GENERATION_CONFIG_NAME), "w", encoding="utf-8") as f:
                 json.dump(generation, f, indent=2, sort_keys=True)
-            written.insert(1, GENERATION_CONFIG_NAME)
-        if not os.path.exists(directory):
-            os.rename(tmp, directory)
-            return
-        for name in written:
-            os.replace(os.path.join(tmp, name), os.path.join(directory, name))
-        for stale in WEIGHT_FILES + (ADAPTER_CONFIG, ADAPTER_WEIGHTS):  # a full checkpoint replaces an adapter
-            if stale != weights_name and os.path.isfile(os.path.join(directory, stale)):
-                os.remove(os.path.join(directory, stale))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    for stale in WEIGHT_FILES + (ADAPTER_CONFIG, ADAPTER_WEIGHTS):  # a full checkpoint replaces an adapter
+        if stale != weights_name and os.path.isfile(os.path.join(directory, stale)):
+            os.remove(os.path.join(directory, stale))

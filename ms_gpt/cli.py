@@ -1,4 +1,5 @@
-"""Shared by the `python -m ms_gpt.X` entry points: user errors become one clear line and exit code 2."""
+"""Shared by the `python -m ms_gpt.X` entry points and the `ms-gpt-X` console scripts: user errors become one clear
+line and exit code 2."""
 from __future__ import annotations
 
 import sys
@@ -14,3 +15,29 @@ def run(main) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+# The console scripts ([project.scripts] in pyproject.toml): `ms-gpt-X ...` does what `python -m ms_gpt.X ...` does.
+def pretrain() -> int:
+    from .pretrain import main
+    return run(main)
+
+
+def finetune() -> int:
+    from .finetune import main
+    return run(main)
+
+
+def generate() -> int:
+    from .generate import main
+    return run(main)
+
+
+def chat() -> int:
+    from .chat import main
+    return run(main)
+
+
+def evaluate() -> int:
+    from .evaluate import main
+    return run(main)

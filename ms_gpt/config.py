@@ -10,9 +10,18 @@ from typing import Any, Optional
 
 import yaml
 
+from .paths import atomic_write
+
 MODEL_TYPES = ("gpt2", "openai-gpt")
 ACTIVATIONS = ("gelu_new", "gelu", "relu", "gelu_pytorch_tanh")
 COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
+HF_ARCHITECTURES = {  # ms_gpt class -> the HF architecture name written to config.json, per model_type
+    "GPTModel": {"gpt2": "GPT2Model", "openai-gpt": "OpenAIGPTModel"},
+    "GPTLMHeadModel": {"gpt2": "GPT2LMHeadModel", "openai-gpt": "OpenAIGPTLMHeadModel"},
+    "GPTForSequenceClassification": {"gpt2": "GPT2ForSequenceClassification",
+                                     "openai-gpt": "OpenAIGPTForSequenceClassification"},
+    "GPTDoubleHeadsModel": {"gpt2": "GPT2DoubleHeadsModel", "openai-gpt": "OpenAIGPTDoubleHeadsModel"},
+}
 
 # HF config.json spells some fields differently per model type; these are read as aliases.
 _HF_ALIASES = {
@@ -113,8 +122,6 @@ class GPTConfig:
                 kwargs[name] = value
             else:
                 extra[key] = value
-        if kwargs.get("model_type", "gpt2") == "openai-gpt" and "layer_norm_epsilon" not in kwargs:
-            kwargs["layer_norm_epsilon"] = 1e-5
         if kwargs.get("activation_function") == "gelu" and kwargs.get("model_type") == "openai-gpt":
             # HF's OpenAIGPT maps afn "gelu" to the tanh approximation (gelu_new)
             kwargs["activation_function"] = "gelu_new"
@@ -129,8 +136,10 @@ class GPTConfig:
     def from_json_file(cls, path: str) -> "GPTConfig":
         return cls.from_dict(read_mapping(path), source=path)
 
-    def to_dict(self) -> dict[str, Any]:
-        """HF-compatible dict (what transformers' GPT2Config / OpenAIGPTConfig read)."""
+    def to_dict(self, architecture: Optional[str] = None) -> dict[str, Any]:
+        """HF-compatible dict (what transformers' GPT2Config / OpenAIGPTConfig read). `architectures` names the HF
+        class of the ms_gpt class `architecture` (what save_pretrained writes); without it, the loaded value or else
+        the LM head's."""
         out = dict(self.extra)
         out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
         out["n_ctx"] = self.n_positions
@@ -140,18 +149,17 @@ class GPTConfig:
             out.pop("label2id", None)
         if self.model_type == "openai-gpt":
             out["afn"] = "gelu" if self.activation_function == "gelu_new" else self.activation_function
-            out["architectures"] = out.get("architectures", ["OpenAIGPTLMHeadModel"])
+        if architecture is not None:
+            out["architectures"] = [HF_ARCHITECTURES[architecture][self.model_type]]
         else:
-            out["architectures"] = out.get("architectures", ["GPT2LMHeadModel"])
+            out["architectures"] = out.get("architectures", [HF_ARCHITECTURES["GPTLMHeadModel"][self.model_type]])
         return out
 
     def save(self, directory: str) -> str:
         os.makedirs(directory, exist_ok=True)
         path = os.path.join(directory, "config.json")
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_write(path) as f:
             json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
         return path
 
     def replace(self, **changes: Any) -> "GPTConfig":
@@ -229,6 +237,11 @@ class TrainingArguments:
     compile_cache_dir: Optional[str] = field(default=None, metadata={"help": (
         "reuse compiled graphs across runs (MindSpore's compile cache) from a subfolder of this directory keyed by "
         "the options, model and input shapes; None = off")})
+
+    @property
+    def compute_dtype(self) -> str:
+        """The model's matmul dtype (`GPTConfig.compute_dtype`) these options ask for: fp16, bf16 or float32."""
+        return "float16" if self.fp16 else "bfloat16" if self.bf16 else "float32"
 
 
 def _annotation_text(annotation: Any) -> str:

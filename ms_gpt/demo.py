@@ -12,11 +12,11 @@ import os
 import sys
 import time
 
-if __package__ in (None, ""):
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ""):  # run as a file (msrun takes a script path): see ms_gpt/_launch.py
+    import _launch  # noqa: F401
 
 from ms_gpt.cli import run  # noqa: E402
-from ms_gpt.paths import resolve_path  # noqa: E402
+from ms_gpt.paths import atomic_write, resolve_path  # noqa: E402
 
 CONFIGS = {name: os.path.join("configs", f"paradigm_{name}.yaml") for name in ("pretrain", "finetune", "scratch")}
 
@@ -40,9 +40,8 @@ def write_review_corpus(finetune_args, path: str) -> dict:
     texts = [rec[finetune_args.text_column] for _, rec in read_records(source)]
     kept = [" ".join(t.split()) for t in texts if t.strip() and t not in held_out]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         f.write("\n".join(kept) + "\n")
-    os.replace(path + ".tmp", path)
     return {"texts": len(kept), "held_out": len(held_out), "characters": sum(len(t) + 1 for t in kept)}
 
 

@@ -27,6 +27,7 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from .device import compiled
+from .paths import atomic_write
 
 TASKS = ("perplexity", "multiple_choice", "last_word")
 SPLITS = ("auto", "all", "train", "validation")
@@ -523,8 +524,6 @@ def _resolve(path: str) -> str:
 def write_results(result: dict, output_dir: str, name: str = "eval_results.json") -> str:
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, name)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         json.dump(result, f, indent=1, ensure_ascii=False)
-    os.replace(tmp, path)
     return path

@@ -3,8 +3,8 @@ formats (classification, entailment, similarity, multiple_choice); `--task dialo
 import os
 import sys
 
-if __package__ in (None, ""):  # launched as a file (msrun takes a script path): import from the project root
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ""):  # run as a file (msrun takes a script path): see ms_gpt/_launch.py
+    import _launch  # noqa: F401
 
 from ms_gpt.cli import run  # noqa: E402
 

@@ -18,11 +18,11 @@ import json
 import math
 import os
 import re
-import shutil
-import tempfile
 from typing import Any, Optional, Sequence
 
 import numpy as np
+
+from .paths import atomic_directory
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -210,22 +210,16 @@ def save_adapter(model, directory: str) -> None:
     if not is_lora_model(model):
         raise ValueError("save_adapter: the model has no LoRA adapters")
     directory = os.path.abspath(os.fspath(directory))
-    os.makedirs(directory, exist_ok=True)
     config = model.config
     metadata = {"format": "pt", "ms_gpt_model_type": config.model_type, "ms_gpt_n_embd": str(config.n_embd),
                 "ms_gpt_n_layer": str(config.n_layer)}
-    tmp = tempfile.mkdtemp(prefix=".adapter.tmp-", dir=directory)
-    try:
+    with atomic_directory(directory, merge=True, last=(ADAPTER_CONFIG,)) as tmp:
         save_file(adapter_state_dict(model), os.path.join(tmp, ADAPTER_WEIGHTS), metadata=metadata)
         with open(os.path.join(tmp, ADAPTER_CONFIG), "w", encoding="utf-8") as f:
             json.dump(adapter_config_dict(model), f, indent=2, sort_keys=True)
-        for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG):
-            os.replace(os.path.join(tmp, name), os.path.join(directory, name))
-        for stale in (CONFIG_NAME,) + WEIGHT_FILES:
-            if os.path.isfile(os.path.join(directory, stale)):
-                os.remove(os.path.join(directory, stale))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    for stale in (CONFIG_NAME,) + WEIGHT_FILES:
+        if os.path.isfile(os.path.join(directory, stale)):
+            os.remove(os.path.join(directory, stale))
 
 
 def is_adapter_dir(path: str) -> bool:
@@ -265,9 +259,7 @@ def load_adapter(model, directory: str):
     Errors name the file: a base of another model_type (recorded by ms_gpt), a key that names no module, a shape
     that does not fit the base (e.g. another n_embd), a task head of another class.
     """
-    from mindspore import Tensor
-
-    from .checkpoint import _listed, read_safetensors
+    from .checkpoint import _listed, assign_weights, read_safetensors
 
     cfg = read_adapter_config(directory)
     weights_path = os.path.join(directory, ADAPTER_WEIGHTS)
@@ -331,8 +323,7 @@ def load_adapter(model, directory: str):
            if tuple(v.shape) != tuple(params[k].shape)]
     if bad:
         raise ValueError(f"{weights_path}: shape mismatch with the base model: {_listed(bad)}")
-    for key, value in keys.items():
-        params[key].set_data(Tensor(np.ascontiguousarray(value, dtype=np.float32)))
+    assign_weights(params, keys)
     model.set_train(False)
     return model
 

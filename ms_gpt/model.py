@@ -11,7 +11,6 @@ residual stream and the losses stay float32.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 import mindspore as ms
@@ -21,7 +20,7 @@ from mindspore.common.initializer import Normal, initializer
 from .config import GPTConfig
 
 _MS_DTYPES = {"float32": ms.float32, "float16": ms.float16, "bfloat16": ms.bfloat16}
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # the label the loss skips (HF's value); the one definition, data and recipes import it
 
 
 class Conv1D(nn.Cell):

@@ -1,9 +1,8 @@
 """`python -m ms_gpt.pretrain --config configs/<name>.yaml [--key=value ...]` — causal-LM pretraining."""
-import os
 import sys
 
-if __package__ in (None, ""):  # launched as a file (msrun takes a script path): import from the project root
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ""):  # run as a file (msrun takes a script path): see ms_gpt/_launch.py
+    import _launch  # noqa: F401
 
 from ms_gpt.cli import run  # noqa: E402
 from ms_gpt.config import parse_config  # noqa: E402

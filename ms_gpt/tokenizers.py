@@ -26,6 +26,8 @@ from typing import Any, ClassVar, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
+from .paths import atomic_directory
+
 __all__ = [
     "BaseTokenizer",
     "CharTokenizer",
@@ -314,24 +316,13 @@ class BaseTokenizer(ABC):
         succeeded, the config last, so a failed save never leaves a config pointing at missing files.
         """
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         contents = dict(self._vocab_files())
         contents.update(self._pipeline_files())
         contents[CONFIG_FILE] = json.dumps(self._config(), ensure_ascii=False, indent=2) + "\n"
-        pending: List[Tuple[Path, Path]] = []
-        try:
+        with atomic_directory(directory, merge=True, last=(CONFIG_FILE,)) as tmp:
             for name, text in contents.items():
-                tmp = directory / f".{name}.{os.getpid()}.tmp"
-                pending.append((tmp, directory / name))
-                with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+                with open(os.path.join(tmp, name), "w", encoding="utf-8", newline="\n") as f:
                     f.write(text)
-            while pending:
-                tmp, final = pending[0]
-                os.replace(tmp, final)
-                pending.pop(0)
-        finally:
-            for tmp, _ in pending:
-                tmp.unlink(missing_ok=True)
         return [str(directory / name) for name in contents]
 
     def _config(self) -> Dict[str, Any]:

@@ -83,3 +83,33 @@ def test_python_m_help_exits_zero():
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: python -m ms_gpt.pretrain ")
     assert "--resume_from_checkpoint str or None  (default: None)" in result.stdout
+
+
+def test_console_scripts_do_what_python_m_does():
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    commands = ["pretrain", "finetune", "generate", "chat", "evaluate"]
+    assert scripts == {f"ms-gpt-{c}": f"ms_gpt.cli:{c}" for c in commands}
+    env = dict(os.environ, PYTHONPATH=str(ROOT), GLOG_v="3")
+    # what the installed `ms-gpt-generate` wrapper runs: sys.exit(<entry point>())
+    wrapper = "import sys; from ms_gpt.cli import generate; sys.argv[0] = 'ms-gpt-generate'; sys.exit(generate())"
+    script, module = (subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+                      for cmd in ([sys.executable, "-c", wrapper, "--help"],
+                                  [sys.executable, "-m", "ms_gpt.generate", "--help"]))
+    assert script.returncode == module.returncode == 0, script.stderr + module.stderr
+    assert script.stdout == module.stdout.replace("usage: python -m ms_gpt.generate ", "usage: ms-gpt-generate ", 1)
+    assert "--max_new_tokens" in script.stdout
+    bad = subprocess.run([sys.executable, "-c", wrapper, "--prompt", "x"], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --model is required")
+
+
+def test_entry_file_run_as_a_script_finds_the_project(tmp_path):
+    """msrun takes a script path (`msrun ... ms_gpt/pretrain.py`): ms_gpt/_launch.py puts the project root first
+    (else ms_gpt/ is, and ms_gpt/tokenizers.py shadows the `tokenizers` library)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, str(ROOT / "ms_gpt" / "evaluate.py"), "--help"], capture_output=True,
+                            text=True, env=dict(env, GLOG_v="3"), cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "--task" in result.stdout

@@ -48,12 +48,10 @@ def _trainer(tmp_path, steps=30, fail_after=None, resume=None, accum=1, batch=8,
                              resume_from_checkpoint=resume, gradient_accumulation_steps=accum,
                              per_device_train_batch_size=batch, warmup_steps=5, lr_scheduler_type="cosine",
                              weight_decay=0.1, fp16=fp16, **kw)
-    holder = {}
 
     def val_batches():
         return eval_batches(val, 12, 8, 4, seed=7)
     trainer = Trainer(NextTokenLoss(lm), args, source, {"val": val_batches}, export_model=lm)
-    holder["t"] = trainer
     return trainer, lm
 
 
@@ -112,10 +110,34 @@ def test_train_compiles_once_learns_and_checkpoints(tmp_path):
     # last two step checkpoints kept (+ the best), no temp dirs left, metrics and curve written
     names = sorted(os.path.basename(p) for p in list_checkpoints(str(tmp_path)))
     assert names == ["checkpoint-20", "checkpoint-30"]
-    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+    assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[0])["step"] == 1
     assert (tmp_path / "loss.png").stat().st_size > 1000
+
+
+def test_weights_loaded_after_compile_reach_the_compiled_steps(tmp_path):
+    """The one way weights go into a model (`checkpoint.assign_weights`, behind Trainer.load_weights_from,
+    load_state_dict and load_adapter): after the train and eval steps have compiled, the next compiled eval and
+    train step compute with the loaded weights."""
+    from ms_gpt.engine.trainer import SLOTS, TRAINING_STATE
+
+    trainer, lm = _trainer(tmp_path, steps=20)
+    trainer.train()  # compiles the train and eval steps; checkpoints and evaluations at steps 10 and 20
+    at10 = [r["val_loss"] for r in trainer.history if r.get("step") == 10 and "val_loss" in r][0]
+    assert abs(trainer.evaluate()["val_loss"] - at10) > 1e-3  # the weights moved on after step 10
+    checkpoint = str(tmp_path / "checkpoint-10")
+    trainer.load_weights_from(checkpoint)
+    saved = ms.load_checkpoint(os.path.join(checkpoint, TRAINING_STATE))
+    for p in lm.get_parameters():
+        np.testing.assert_array_equal(p.asnumpy(), saved[p.name].asnumpy())
+    assert trainer.evaluate()["val_loss"] == pytest.approx(at10, rel=1e-5)  # the compiled eval step sees them
+    inputs, _ = trainer._next_stacked()  # the train step's inputs: [accumulation steps, batch, ...] per slot
+    ids, labels = (inputs[SLOTS.index(k)][0] for k in ("input_ids", "labels"))
+    eager = float(NextTokenLoss(lm)(ids, labels=labels).asnumpy())
+    step = float(trainer._train_step(*inputs).asnumpy())
+    assert step == pytest.approx(eager, rel=1e-5)  # the compiled train step starts from them too
+    assert trainer.train_compilations == 1
 
 
 def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, capsys):

@@ -13,7 +13,7 @@ import pytest
 
 from ms_gpt.data.padding import (AUTO_POLICY, EpochBatches, bucket_lengths, collate, eval_batches, padded_length,
                                  real_rows, resolve_policy)
-from ms_gpt.data.tasks import (CLASSIFY, DELIMITER, START, Example, TaskData, TaskFormatter, add_task_tokens,
+from ms_gpt.data.tasks import (CLASSIFY, DELIMITER, START, Example, TaskFormatter, add_task_tokens,
                                fit_segments, load_records, read_records, records_to_examples)
 from ms_gpt.tokenizers import load_tokenizer
 

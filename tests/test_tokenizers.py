@@ -248,10 +248,12 @@ def test_failed_save_leaves_no_config(tmp_path, monkeypatch):
         real_replace(src, dst)
 
     monkeypatch.setattr(tk.os, "replace", failing_replace)
+    (tmp_path / "out").mkdir()  # an existing directory (a new one appears whole, in one rename)
     with pytest.raises(OSError, match="disk full"):
         tok.save_pretrained(tmp_path / "out")
     assert not (tmp_path / "out" / "tokenizer_config.json").exists()
-    assert [p for p in os.listdir(tmp_path / "out") if p.endswith(".tmp")] == []
+    assert os.listdir(tmp_path) == ["out"]  # the temporary directory is gone
+    assert [p for p in os.listdir(tmp_path / "out") if ".tmp" in p] == []
 
 
 def test_load_detects_class_from_files(tmp_path):

@@ -23,10 +23,10 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from ..model import IGNORE_INDEX
 from .tasks import Encoded
 
 POLICIES = ("max_length", "dynamic", "bucket", "auto")
-IGNORE_INDEX = -100
 MAX_BUCKETS = 4
 # what `auto` resolves to where shapes may vary (CPU, GPU): on MindSpore 2.7's CPU backend the static bucket graphs
 # ran the recipes faster than one dynamic-shape graph, compiles included (benchmarks/bench_finetune.py)

@@ -70,9 +70,6 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.sequences)
 
-    def subset(self, index: np.ndarray) -> "Encoded":
-        return Encoded([self.sequences[i] for i in index], self.labels[index], self.n_choices)
-
 
 def check_task(task: str) -> str:
     if task not in TASKS:

@@ -38,7 +38,7 @@ def lr_schedule(learning_rate: float, total_steps: int, warmup_steps: int = 0, k
     return lr.astype(np.float32)
 
 
-def decay_mask(names: list[str], shapes: list[tuple]) -> list[bool]:
+def decay_mask(shapes: list[tuple]) -> list[bool]:
     """Weight decay only on >= 2-D weights (matmuls and embeddings), never on biases or LayerNorm parameters."""
     return [len(shape) >= 2 for shape in shapes]
 
@@ -56,7 +56,7 @@ class AdamW(nn.Cell):
         self.params = ms.ParameterTuple(params)
         self.moment1 = self.params.clone(prefix="moment1", init="zeros")
         self.moment2 = self.params.clone(prefix="moment2", init="zeros")
-        self.decay_flags = tuple(decay_mask([p.name for p in params], [p.shape for p in params]))
+        self.decay_flags = tuple(decay_mask([p.shape for p in params]))
         self.step = Parameter(Tensor(0, ms.int32), name="optimizer_step", requires_grad=False)
         self.schedule = Parameter(Tensor(schedule, ms.float32), name="lr_schedule", requires_grad=False)
         self.num_steps = len(schedule)

@@ -21,8 +21,10 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
+from ..checkpoint import assign_weights
 from ..config import TrainingArguments
 from ..device import DeviceInfo, compiled, enable_compile_cache, setup_device
+from ..paths import atomic_directory, atomic_path
 from .optim import AdamW, lr_schedule
 
 # Every batch is a dict over these keys (a subset); the compiled step takes them in this order, None where absent.
@@ -396,22 +398,17 @@ class Trainer:
         if not self.device.is_main:
             return None
         final = os.path.join(self.args.output_dir, f"checkpoint-{self.step}")
-        tmp = os.path.join(self.args.output_dir, f".tmp-checkpoint-{self.step}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        ms.save_checkpoint(self._state_params(), os.path.join(tmp, TRAINING_STATE))
-        self.export_model.config.save(tmp)
-        if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(tmp)
-        state = {"global_step": self.step, "total_steps": self.total_steps, "best_metric": self.best_metric,
-                 "best_step": self.best_step, "metric_for_best_model": self.metric_for_best_model,
-                 "data_state": self.train_source.state_dict(), "log_history": self.history,
-                 "args": asdict(self.args), "run_config": self.run_config}
-        with open(os.path.join(tmp, TRAINER_STATE), "w", encoding="utf-8") as f:
-            json.dump(state, f, indent=1, default=_json_default)
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        with atomic_directory(final) as tmp:
+            ms.save_checkpoint(self._state_params(), os.path.join(tmp, TRAINING_STATE))
+            self.export_model.config.save(tmp)
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(tmp)
+            state = {"global_step": self.step, "total_steps": self.total_steps, "best_metric": self.best_metric,
+                     "best_step": self.best_step, "metric_for_best_model": self.metric_for_best_model,
+                     "data_state": self.train_source.state_dict(), "log_history": self.history,
+                     "args": asdict(self.args), "run_config": self.run_config}
+            with open(os.path.join(tmp, TRAINER_STATE), "w", encoding="utf-8") as f:
+                json.dump(state, f, indent=1, default=_json_default)
         self._rotate()
         return final
 
@@ -430,10 +427,14 @@ class Trainer:
         return path if os.path.isdir(path) else None
 
     def load_weights_from(self, checkpoint: str) -> None:
-        """Model weights only (e.g. the best checkpoint at the end of training)."""
-        names = {p.name for p in self.model.get_parameters()}
+        """The model's weights from checkpoint-<step> (e.g. the best one at the end of training), copied in place so
+        the compiled steps and evaluations see them (`ms_gpt.checkpoint.assign_weights`)."""
+        params = {p.name: p for p in self.model.get_parameters()}
         state = ms.load_checkpoint(os.path.join(checkpoint, TRAINING_STATE))
-        ms.load_param_into_net(self.model, {k: v for k, v in state.items() if k in names}, strict_load=True)
+        for name in params:
+            if name not in state:
+                raise ValueError(f"{checkpoint}: no weights for '{name}'")
+        assign_weights(params, {name: state[name] for name in params})
 
     def resume(self, checkpoint: str) -> None:
         if checkpoint == "auto":
@@ -460,7 +461,7 @@ class Trainer:
             if tuple(saved[name].shape) != tuple(param.shape):
                 raise ValueError(f"{checkpoint}: '{name}' has shape {tuple(saved[name].shape)}, the model "
                                  f"expects {tuple(param.shape)}")
-            param.set_data(saved[name])
+        assign_weights(params, {name: saved[name] for name in params})
         self.step = int(state["global_step"])
         self.best_metric, self.best_step = state.get("best_metric"), state.get("best_step")
         self.history = list(state.get("log_history", []))
@@ -492,8 +493,8 @@ class Trainer:
         ax.grid(alpha=0.3)
         path = os.path.join(self.args.output_dir, "loss.png")
         fig.tight_layout()
-        fig.savefig(path + ".tmp.png", dpi=100)
-        os.replace(path + ".tmp.png", path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100)
         return path
 
 

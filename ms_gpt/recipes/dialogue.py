@@ -22,9 +22,9 @@ import numpy as np
 
 from ..config import GPTConfig, LoraArguments, TrainingArguments, parse_config
 from ..data.padding import padded_length, resolve_policy
-from ..paths import resolve_path
+from ..model import IGNORE_INDEX
+from ..paths import atomic_write, resolve_path
 
-IGNORE_INDEX = -100
 LONG_DIALOGUES = ("drop", "truncate")
 PADDINGS = ("auto", "max_length", "dynamic", "bucket")
 
@@ -367,9 +367,10 @@ def pretrain_text(lm, tokenizer, ids: np.ndarray, args: DialogueArguments, devic
     if args.resume_from_checkpoint and os.path.isfile(done):
         from ..model import GPTLMHeadModel
 
+        from ..checkpoint import assign_weights
+
         trained = GPTLMHeadModel.from_pretrained(out_dir)
-        for p, q in zip(lm.get_parameters(), trained.get_parameters()):
-            p.set_data(q.data)
+        assign_weights({p.name: p for p in lm.get_parameters()}, {q.name: q for q in trained.get_parameters()})
         with open(done, encoding="utf-8") as f:
             return json.load(f)
     block = args.pretrain_block_size or args.max_seq_length
@@ -404,7 +405,7 @@ def pretrain_text(lm, tokenizer, ids: np.ndarray, args: DialogueArguments, devic
         lm.set_train(False)
         lm.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
-        with open(done, "w", encoding="utf-8") as f:
+        with atomic_write(done) as f:
             json.dump(result, f, indent=1)
     return result
 
@@ -435,7 +436,7 @@ def new_model(args: DialogueArguments, tokenizer):
                        n_layer=args.n_layer, n_head=args.n_head, resid_pdrop=args.dropout, embd_pdrop=args.dropout,
                        attn_pdrop=args.dropout, pad_token_id=tokenizer.pad_token_id,
                        eos_token_id=tokenizer.sep_token_id,
-                       compute_dtype="float16" if args.fp16 else "bfloat16" if args.bf16 else "float32")
+                       compute_dtype=args.compute_dtype)
     return GPTLMHeadModel(config)
 
 
@@ -555,9 +556,8 @@ def run_dialogue(args: DialogueArguments, log=print) -> dict:
             results["chat_seconds"] = time.perf_counter() - t_chat
         results["total_seconds"] = time.perf_counter() - t_start
         path = os.path.join(args.output_dir, "all_results.json")
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
+        with atomic_write(path) as f:
             json.dump(results, f, indent=1, ensure_ascii=False)
-        os.replace(path + ".tmp", path)
     return results
 
 

@@ -21,7 +21,7 @@ from ..data.padding import EpochBatches, collate, eval_batches, padded_length, r
 from ..data.tasks import (TASKS, Encoded, TaskData, TaskFormatter, add_task_tokens, check_task, load_records,
                           records_to_examples)
 from ..device import setup_device
-from ..paths import resolve_path
+from ..paths import atomic_write, resolve_path
 
 STRATEGIES = ("no", "steps", "epoch")
 TRAINERS = ("ms_gpt", "mindnlp")
@@ -236,7 +236,7 @@ def build_model(args: FinetuneArguments, num_labels: int, texts: list[str]):
                            n_positions=args.max_seq_length, n_embd=args.n_embd, n_layer=args.n_layer,
                            n_head=args.n_head, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
                            summary_first_dropout=dropout, num_labels=num_labels, lm_coef=args.lm_coef,
-                           compute_dtype="float16" if args.fp16 else "bfloat16" if args.bf16 else "float32")
+                           compute_dtype=args.compute_dtype)
         model = cls(config)
     add_task_tokens(tokenizer)
     grown = tokenizer.vocab_size != model.config.vocab_size
@@ -303,7 +303,7 @@ def finetune(args: FinetuneArguments, log=print) -> dict:
         tokenizer.save_pretrained(args.output_dir)
         results.update(task=args.task, trainer=args.trainer, padding=policy,
                        train_samples=len(encoded["train"]), label_names=train_data.label_names)
-        with open(os.path.join(args.output_dir, "all_results.json"), "w", encoding="utf-8") as f:
+        with atomic_write(os.path.join(args.output_dir, "all_results.json")) as f:
             json.dump(results, f, indent=2)
         log("results: " + ", ".join(f"{k}={v:.4f}" for k, v in results.items() if isinstance(v, float)))
     return results
@@ -355,7 +355,7 @@ def _train_with_engine(args, model, tokenizer, encoded: dict[str, Encoded], layo
         results.update(train_loss_first=losses[0], train_loss=losses[-1])
     best = trainer.best_checkpoint() if args.load_best_model_at_end else None
     if best:
-        load_weights_in_place(model, best)
+        trainer.load_weights_from(best)
         results["best_step"] = trainer.best_step
     for name in ("validation", "test"):
         if name in encoded:
@@ -367,25 +367,6 @@ def _train_with_engine(args, model, tokenizer, encoded: dict[str, Encoded], layo
             results[f"{'eval' if split == 'validation' else split}_{metric_name}"] = value
     results["eval_compilations"] = trainer.eval_compilations  # validation and test batches share the graphs
     return results
-
-
-def load_weights_in_place(model, checkpoint: str) -> None:
-    """Copy a checkpoint's model weights into the existing Parameters with ops.assign.
-
-    Not Trainer.load_weights_from: on MindSpore 2.7 (CPU), Parameter.set_data / load_param_into_net after a
-    `mindspore.jit` graph has run leaves that graph reading stale memory (the next compiled evaluation returns NaN
-    losses); an in-place assign keeps the buffers the compiled graphs hold.
-    """
-    import mindspore as ms
-    from mindspore import ops
-
-    from ..engine.trainer import TRAINING_STATE
-
-    state = ms.load_checkpoint(os.path.join(checkpoint, TRAINING_STATE))
-    for param in model.get_parameters():
-        if param.name not in state:
-            raise ValueError(f"{checkpoint}: no weights for '{param.name}'")
-        ops.assign(param, ms.Tensor(state[param.name].asnumpy()))
 
 
 def _train_with_mindnlp(args, model, encoded: dict[str, Encoded], layout: dict, num_labels: int) -> dict:

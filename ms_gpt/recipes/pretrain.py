@@ -106,7 +106,7 @@ def pretrain(args: PretrainArguments, log=print) -> dict:
         config = GPTConfig(model_type=args.model_type, vocab_size=tokenizer.vocab_size, n_positions=args.block_size,
                            n_embd=args.n_embd, n_layer=args.n_layer, n_head=args.n_head, resid_pdrop=args.dropout,
                            embd_pdrop=args.dropout, attn_pdrop=args.dropout,
-                           compute_dtype="float16" if args.fp16 else "bfloat16" if args.bf16 else "float32")
+                           compute_dtype=args.compute_dtype)
         lm = GPTLMHeadModel(config)
         phase("model_init")
     from ..lora import apply_lora_from_args

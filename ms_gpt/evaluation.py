@@ -413,16 +413,9 @@ def load_hub_text(name: str, config_name: Optional[str], split: str, column: str
     except OSError as err:
         raise ValueError(f"dataset_name={name!r} needs the network, but {host} is unreachable ({err}); offline? "
                            "pass --text_file instead") from None
-    from .compat.mindnlp import load_dataset
+    from .data.tasks import open_hub_dataset
 
-    try:
-        dataset = load_dataset(name, name=config_name, split=split) if config_name else \
-            load_dataset(name, split=split)
-    except (ValueError, FileNotFoundError):
-        raise
-    except Exception as err:  # datasets raises ConnectionError, DatasetNotFoundError, ...
-        raise ValueError(f"dataset {name!r} ({config_name}) split {split!r} could not be loaded through mindnlp "
-                           f"({type(err).__name__}: {err})") from None
+    dataset = open_hub_dataset(name, split, config_name, error=ValueError, hint="pass --text_file instead")
     texts = []
     for row in dataset.create_dict_iterator(output_numpy=True, num_epochs=1):
         if column not in row:

@@ -347,17 +347,26 @@ def read_imdb_archive(path: str, split: str) -> list[tuple[str, dict]]:
 
 
 # ---- hub datasets (mindnlp, online) -----------------------------------------------------------------------------
-def read_hub_dataset(name: str, split: str, cache_dir: Optional[str] = None) -> list[tuple[str, dict]]:
-    """Records of a hub dataset split through mindnlp's load_dataset (needs the network)."""
+def open_hub_dataset(name: str, split: str, config_name: Optional[str] = None, cache_dir: Optional[str] = None,
+                     error: type = RuntimeError, hint: str = "pass train_file instead"):
+    """A hub dataset split through mindnlp's load_dataset (needs the network); a failure to fetch it becomes one
+    `error` naming the dataset, the split and what to do offline (`hint`)."""
     from ..compat.mindnlp import load_dataset
 
+    options = {"split": split, "cache_dir": cache_dir, **({"name": config_name} if config_name else {})}
     try:
-        dataset = load_dataset(name, split=split, cache_dir=cache_dir)
+        return load_dataset(name, **{k: v for k, v in options.items() if v is not None})
     except (ValueError, FileNotFoundError):
         raise
     except Exception as err:  # datasets raises ConnectionError, DatasetNotFoundError, ...
-        raise RuntimeError(f"dataset {name!r} split {split!r} could not be loaded through mindnlp "
-                           f"({type(err).__name__}: {err}); offline? pass train_file instead") from None
+        where = f"{name!r}" + (f" ({config_name})" if config_name else "")
+        raise error(f"dataset {where} split {split!r} could not be loaded through mindnlp "
+                    f"({type(err).__name__}: {err}); offline? {hint}") from None
+
+
+def read_hub_dataset(name: str, split: str, cache_dir: Optional[str] = None) -> list[tuple[str, dict]]:
+    """Records of a hub dataset split through mindnlp's load_dataset (needs the network)."""
+    dataset = open_hub_dataset(name, split, cache_dir=cache_dir)
     records = []
     for n, row in enumerate(dataset.create_dict_iterator(output_numpy=True, num_epochs=1), start=1):
         records.append((f"row {n}", {k: (v.item() if isinstance(v, np.ndarray) and v.ndim == 0 else

@@ -58,11 +58,15 @@ KERNEL_BOUND = ("MindSpore's CPU graph runtime launches every kernel separately 
 # themselves are slow at this size: LayerNorm + LayerNormGrad ~4.4 ms/step (~0.15 and ~0.34 ms each on a 512 x 64
 # input) against ~3.8 ms for all 51 MatMuls. The evaluation (6400 rows, 4 x 2 chunks of 800) is compute: per chunk
 # ~273 ms of kernels, of which LayerNorm 66 ms (~7.3 ms each on 800 x 32 x 64), MatMul 52, Mul 30, the heads'
-# Transpose 26, BiasAdd 22, Select (causal mask) 18; torch runs the same evaluation's 400 batches in ~1.7 s.
+# Transpose 26, BiasAdd 22, Select (causal mask) 18. Tried, same session: jit_level O0/O1/O2 (21.2/21.4/22.1 ms),
+# intra-op threads 1/2 and runtime_num_threads 1 (within noise), a LayerNorm composed of mean/rsqrt (no faster),
+# evaluation chunks of 100..3200 rows (2.0..2.2 s; 200 rows ~9% faster than 800 but not the same rounding).
+# During an evaluation MindSpore's CPU time is one ActorThread (~77%) and one KernelThread (~23%) — about one
+# core — while torch (2 threads) halves its evaluation from 1 to 2 threads (~1.7 s -> ~0.9 s).
 SEED_KERNEL_PROFILE = ("MindSpore CPU kernel time, not launches or host work: of a ~21 ms train step ~16.6 ms is "
                        "inside the 414 kernels (LayerNorm + LayerNormGrad ~4.4 ms, more than all 51 MatMuls at "
-                       "~3.8 ms); the evaluation is compute (LayerNorm ~24% of it); torch's fused step is ~15 ms "
-                       "and its evaluation ~1.7 s on the same machine")
+                       "~3.8 ms); the evaluation is compute (LayerNorm ~24% of it). Not launches: a composed "
+                       "LayerNorm, other jit levels and chunk sizes each moved the step or evaluation by < 10%")
 
 
 def _rounded(record: dict) -> dict:

@@ -61,8 +61,8 @@ KERNEL_BOUND = ("MindSpore's CPU graph runtime launches every kernel separately 
 # Transpose 26, BiasAdd 22, Select (causal mask) 18. Tried, same session: jit_level O0/O1/O2 (21.2/21.4/22.1 ms),
 # intra-op threads 1/2 and runtime_num_threads 1 (within noise), a LayerNorm composed of mean/rsqrt (no faster),
 # evaluation chunks of 100..3200 rows (2.0..2.2 s; 200 rows ~9% faster than 800 but not the same rounding).
-# During an evaluation MindSpore's CPU time is one ActorThread (~77%) and one KernelThread (~23%) — about one
-# core — while torch (2 threads) halves its evaluation from 1 to 2 threads (~1.7 s -> ~0.9 s).
+# MindSpore runs the kernels on two threads (ActorThread_0 + KernelThread_0; runtime_num_threads=4 did not add
+# any), as torch does (its fused evaluation: ~1.7 s on 1 thread, ~0.9 s on 2, same session).
 SEED_KERNEL_PROFILE = ("MindSpore CPU kernel time, not launches or host work: of a ~21 ms train step ~16.6 ms is "
                        "inside the 414 kernels (LayerNorm + LayerNormGrad ~4.4 ms, more than all 51 MatMuls at "
                        "~3.8 ms); the evaluation is compute (LayerNorm ~24% of it). Not launches: a composed "

@@ -259,7 +259,7 @@ def load_adapter(model, directory: str):
     Errors name the file: a base of another model_type (recorded by ms_gpt), a key that names no module, a shape
     that does not fit the base (e.g. another n_embd), a task head of another class.
     """
-    from .checkpoint import _listed, assign_weights, read_safetensors
+    from .checkpoint import assign_weights, listed, read_safetensors
 
     cfg = read_adapter_config(directory)
     weights_path = os.path.join(directory, ADAPTER_WEIGHTS)
@@ -290,7 +290,7 @@ def load_adapter(model, directory: str):
     absent = [m for m in lora_modules if m not in cells]
     if absent:
         raise ValueError(f"{weights_path}: adapter modules not in {cls_name} ({model.config.model_type}): "
-                         f"{_listed(absent)}")
+                         f"{listed(absent)}")
     ranks = {keys[m + ".lora_A.weight"].shape[0] for m in lora_modules if m + ".lora_A.weight" in keys}
     r = int(cfg["r"])
     if ranks and ranks != {r}:
@@ -318,11 +318,11 @@ def load_adapter(model, directory: str):
     params = dict(model.parameters_and_names())
     unknown = [k for k in keys if k not in params]
     if unknown:
-        raise ValueError(f"{weights_path}: keys that name no parameter of {cls_name}: {_listed(unknown)}")
+        raise ValueError(f"{weights_path}: keys that name no parameter of {cls_name}: {listed(unknown)}")
     bad = [f"{k}: adapter {tuple(v.shape)} vs model {tuple(params[k].shape)}" for k, v in keys.items()
            if tuple(v.shape) != tuple(params[k].shape)]
     if bad:
-        raise ValueError(f"{weights_path}: shape mismatch with the base model: {_listed(bad)}")
+        raise ValueError(f"{weights_path}: shape mismatch with the base model: {listed(bad)}")
     assign_weights(params, keys)
     model.set_train(False)
     return model

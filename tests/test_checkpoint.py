@@ -1,4 +1,5 @@
-"""ms_gpt.checkpoint: HF-layout loading/saving, the torch-free .bin reader/writer, .ckpt, and clear errors."""
+"""ms_gpt.checkpoint: HF-layout loading/saving, the safetensors reader (bfloat16 included), the torch-free .bin
+reader/writer, .ckpt, and clear errors."""
 import io
 import json
 import os
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from ms_gpt import GPTDoubleHeadsModel, GPTForSequenceClassification, GPTLMHeadModel, GPTModel
-from ms_gpt import checkpoint as ckpt
+from ms_gpt.checkpoint import torch_bin
 from ms_gpt.checkpoint import (load_state_dict, read_safetensors, read_torch_bin, read_weights, save_ckpt,
                                save_pretrained, state_dict, write_torch_bin)
 
@@ -95,10 +96,10 @@ def test_bin_reader_honours_offset_stride_and_dtypes(tmp_path):
 
     class Tensor:
         def __init__(self, key, type_name, numel, offset, shape, stride):
-            self.args = (ckpt._StorageOut(key, type_name, numel), offset, shape, stride, False)
+            self.args = (torch_bin._StorageOut(key, type_name, numel), offset, shape, stride, False)
 
         def __reduce__(self):
-            return ckpt._REBUILD_V2, self.args
+            return torch_bin._REBUILD_V2, self.args
 
     base = np.arange(24, dtype=np.float32)
     bf16 = np.array([1.0, -2.5, 3.0e10], dtype=np.float32)
@@ -113,7 +114,7 @@ def test_bin_reader_honours_offset_stride_and_dtypes(tmp_path):
                 "2": (bf16.view(np.uint32) >> 16).astype(np.uint16).tobytes(),
                 "3": np.array([7, 8, 9], dtype=np.int64).tobytes()}
     buffer = io.BytesIO()
-    ckpt._TorchPickler(buffer, protocol=2).dump(state)
+    torch_bin._TorchPickler(buffer, protocol=2).dump(state)
     path = tmp_path / "hand.bin"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("hand/data.pkl", buffer.getvalue())
@@ -292,6 +293,71 @@ def test_truncated_safetensors(tmp_path, cut):
     (tmp_path / "model.safetensors").write_bytes(data[: len(data) - cut] if cut > 100 else data[:cut])
     with pytest.raises(ValueError, match=rf"{tmp_path}/model\.safetensors: truncated"):
         GPTLMHeadModel.from_pretrained(path)
+
+
+def _rewrite_header(src: str, dst, edit) -> None:
+    """Copy a .safetensors file with its JSON header changed by `edit(header) -> bytes` (data left as it is)."""
+    data = open(src, "rb").read()
+    size = int.from_bytes(data[:8], "little")
+    header = edit(json.loads(data[8:8 + size]))
+    dst.write_bytes(len(header).to_bytes(8, "little") + header + data[8 + size:])
+
+
+def _wrong_shape(header):
+    header["transformer.wte.weight"]["shape"] = [999, 64]  # one row short of its bytes
+    return json.dumps(header).encode()
+
+
+@pytest.mark.parametrize("edit", [lambda h: b"{not json" + b" " * 100, lambda h: b"[1, 2]  ", _wrong_shape],
+                         ids=["not-json", "not-an-object", "shape-vs-bytes"])
+def test_corrupt_safetensors_header(tmp_path, edit):
+    path = tmp_path / "model.safetensors"
+    _rewrite_header(os.path.join(GPT2, "model.safetensors"), path, edit)
+    with pytest.raises(ValueError, match=rf"{path}: truncated or corrupt safetensors file \(.*header"):
+        read_safetensors(str(path))
+
+
+def test_safetensors_dtype_ms_gpt_does_not_read(tmp_path):
+    from safetensors.numpy import save_file
+
+    save_file({"a": np.ones(2, np.float32), "b": np.ones(2, np.uint16)}, str(tmp_path / "u16.safetensors"))
+    with pytest.raises(ValueError, match=r"u16\.safetensors: tensor 'b' has dtype U16, which ms_gpt does not read"):
+        read_safetensors(str(tmp_path / "u16.safetensors"))
+
+
+def round_to_bf16(x: np.ndarray) -> np.ndarray:
+    """float32 -> the nearest bfloat16 (ties to even, what torch does), as float32: the closed-form reference."""
+    bits = x.astype(np.float32).view(np.uint32).astype(np.uint64)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).astype(np.uint32).view(np.float32)
+
+
+def test_bf16_checkpoint_saved_by_transformers(gpt2):
+    """hf/gpt2-bf16 is hf/gpt2 cast to bfloat16 by torch and saved by transformers: it reads as float32 holding
+    exactly the bf16 rounding of the float32 weights, and loads into a model."""
+    bf16 = read_safetensors(os.path.join(HF, "gpt2-bf16", "model.safetensors"))
+    f32 = read_safetensors(os.path.join(GPT2, "model.safetensors"))
+    assert sorted(bf16) == sorted(f32)
+    for key, value in f32.items():
+        assert bf16[key].dtype == np.float32 and bf16[key].shape == value.shape
+        np.testing.assert_array_equal(bf16[key], round_to_bf16(value), err_msg=key)
+    assert not np.array_equal(bf16["transformer.wte.weight"], f32["transformer.wte.weight"])  # bf16 did round
+    model = GPTLMHeadModel.from_pretrained(os.path.join(HF, "gpt2-bf16"))
+    params = state_dict(model)
+    for key, value in bf16.items():
+        np.testing.assert_array_equal(params[key], value, err_msg=key)
+
+
+def test_bf16_mixed_with_other_dtypes_written_by_safetensors():
+    """A file safetensors.torch wrote with BF16 next to float16 and int64 tensors (tests/fixtures/make_bf16.py):
+    each comes back with its values, keys in sorted order."""
+    got = read_safetensors(os.path.join(os.path.dirname(HF), "safetensors", "mixed_bf16.safetensors"))
+    assert list(got) == ["a.half", "b.bf16", "c.long"]
+    assert got["a.half"].dtype == np.float16 and got["a.half"].tolist() == [1, 2, 3]
+    assert got["c.long"].dtype == np.int64 and got["c.long"].tolist() == [7, -8]
+    values = np.array([[1.0, -2.5, 3.0e10], [0.0, -0.0, 1.0e-3]], dtype=np.float32)
+    assert got["b.bf16"].dtype == np.float32 and got["b.bf16"].tolist() == round_to_bf16(values).tolist()
+    assert got["b.bf16"][0, :2].tolist() == [1.0, -2.5] and got["b.bf16"][0, 2] != values[0, 2]
+    assert np.signbit(got["b.bf16"][1, 1])  # -0.0 kept
 
 
 @pytest.mark.parametrize("cut", [100, 300_000])

@@ -200,9 +200,9 @@ def _checkpoint_directory(path: str) -> Optional[str]:
         return path
     if os.path.isfile(path):
         return os.path.dirname(os.path.abspath(path))
-    from ..checkpoint import _resolve_hub  # hub names: the checkpoint module owns download and cache
+    from ..checkpoint import resolve_hub  # hub names: the checkpoint module owns download and cache
 
-    return _resolve_hub(path)
+    return resolve_hub(path)
 
 
 def build_model(args: FinetuneArguments, num_labels: int, texts: list[str]):

@@ -1,6 +1,8 @@
 """ms_gpt: GPT-1 and GPT-2 on MindSpore (Ascend, GPU, CPU).
 
 Importing ms_gpt does not import mindnlp (slow); `ms_gpt.compat.mindnlp` does, on first use.
+
+Must not import: ms_gpt.compat, ms_gpt.data, ms_gpt.recipes (importing ms_gpt stays cheap).
 """
 import os as _os
 import sys as _sys

@@ -2,6 +2,9 @@
 
 Type a turn and press Enter; `/reset` forgets the conversation, `/exit` (or end of input) quits. When stdin is not
 a terminal, each input line is one turn and each reply is printed on one line (for scripts and tests).
+
+Must not import: ms_gpt.model, ms_gpt.engine, ms_gpt.data, ms_gpt.checkpoint, ms_gpt.compat, ms_gpt.tokenizers,
+ms_gpt.lora (an entry point only parses its options and calls a recipe or library function).
 """
 import sys
 from dataclasses import dataclass, field

@@ -1,5 +1,9 @@
 """Shared by the `python -m ms_gpt.X` entry points and the `ms-gpt-X` console scripts: user errors become one clear
-line and exit code 2."""
+line and exit code 2.
+
+Must not import: ms_gpt.model, ms_gpt.engine, ms_gpt.data, ms_gpt.checkpoint, ms_gpt.compat, ms_gpt.tokenizers,
+ms_gpt.lora (it only starts the entry points).
+"""
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,9 @@
-"""GPTConfig: one configuration for GPT-1 ("openai-gpt") and GPT-2 ("gpt2"), readable from / writable to HF config.json."""
+"""Configuration: GPTConfig (GPT-1 "openai-gpt" and GPT-2 "gpt2", read from / written to HF config.json), the
+options dataclasses (TrainingArguments, LoraArguments) and `parse_config` (options from YAML and the command line).
+
+Must not import: ms_gpt.model, ms_gpt.engine, ms_gpt.data, ms_gpt.recipes, ms_gpt.compat, ms_gpt.tokenizers,
+ms_gpt.checkpoint; ms_gpt.lora only inside a function (LoraArguments checks its options with ms_gpt.lora).
+"""
 from __future__ import annotations
 
 import dataclasses

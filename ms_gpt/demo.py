@@ -7,6 +7,10 @@
 Prints both held-out (test split) accuracies (at this scale pretraining does not beat scratch: see the README).
 `--output_dir DIR` moves every run under DIR (default runs/paradigm); `--write-corpus-only` just writes the
 pretraining corpus; `--smoke` shrinks every step to seconds (the tests).
+
+Must not import: ms_gpt.model, ms_gpt.engine, ms_gpt.data, ms_gpt.checkpoint, ms_gpt.compat, ms_gpt.tokenizers,
+ms_gpt.lora (an entry point only parses its options and calls a recipe or library function). `write_review_corpus`
+reads records through ms_gpt.data.tasks: a listed violation (KNOWN_VIOLATIONS in tests/test_layers.py).
 """
 import os
 import sys

@@ -1,4 +1,8 @@
-"""Device and context setup: the one function every entry point calls first."""
+"""Device and context setup (the one function every entry point calls first) and how a Cell is compiled
+(`compiled`, `graph_mode`, the compile cache), with the fallbacks MindSpore versions need.
+
+Must not import: any ms_gpt module.
+"""
 from __future__ import annotations
 
 import contextlib

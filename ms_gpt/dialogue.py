@@ -3,6 +3,8 @@
 A dialogue is `[CLS] turn1 [SEP] turn2 [SEP] ... turnN [SEP]` (BERT WordPiece ids): fine-tuning data and the chat
 REPL share `encode_dialogue`, so the model is asked exactly the way it was taught. The reply to the last turn is
 generated until the next `[SEP]`.
+
+Must not import: ms_gpt.engine, ms_gpt.recipes, ms_gpt.compat.
 """
 from __future__ import annotations
 

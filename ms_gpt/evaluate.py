@@ -1,5 +1,9 @@
 """`python -m ms_gpt.evaluate --model DIR --task perplexity|multiple_choice|last_word [--key=value ...]` —
-zero-shot evaluation: sliding-window perplexity, likelihood-ranked choices, last-word accuracy."""
+zero-shot evaluation: sliding-window perplexity, likelihood-ranked choices, last-word accuracy.
+
+Must not import: ms_gpt.model, ms_gpt.engine, ms_gpt.data, ms_gpt.checkpoint, ms_gpt.compat, ms_gpt.tokenizers,
+ms_gpt.lora (an entry point only parses its options and calls a recipe or library function).
+"""
 import os
 import sys
 

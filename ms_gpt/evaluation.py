@@ -13,6 +13,8 @@ the scored targets, so a run compiles once. The host reads two small [B, length 
 - last_word: LAMBADA-style; a passage counts as solved when greedy decoding reproduces its final word, i.e. every
   token of the word is the argmax given the passage and the word's earlier tokens.
 Pretraining and dialogue training report held-out perplexity through `perplexity_of_ids` / `sequence_perplexity`.
+
+Must not import: ms_gpt.engine, ms_gpt.recipes, ms_gpt.compat.
 """
 from __future__ import annotations
 

@@ -1,5 +1,9 @@
 """`python -m ms_gpt.finetune --config configs/<name>.yaml [--key=value ...]` — fine-tuning with the GPT-1 task
-formats (classification, entailment, similarity, multiple_choice); `--task dialogue` runs the dialogue recipe."""
+formats (classification, entailment, similarity, multiple_choice); `--task dialogue` runs the dialogue recipe.
+
+Must not import: ms_gpt.model, ms_gpt.engine, ms_gpt.data, ms_gpt.checkpoint, ms_gpt.compat, ms_gpt.tokenizers,
+ms_gpt.lora (an entry point only parses its options and calls a recipe or library function).
+"""
 import os
 import sys
 

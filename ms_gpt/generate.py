@@ -1,4 +1,8 @@
-"""`python -m ms_gpt.generate --model DIR --prompt "..."` — continue a prompt with a saved model."""
+"""`python -m ms_gpt.generate --model DIR --prompt "..."` — continue a prompt with a saved model.
+
+Must not import: ms_gpt.model, ms_gpt.engine, ms_gpt.data, ms_gpt.checkpoint, ms_gpt.compat, ms_gpt.tokenizers,
+ms_gpt.lora (an entry point only parses its options and calls a recipe or library function).
+"""
 import sys
 from dataclasses import dataclass, field
 from typing import Optional

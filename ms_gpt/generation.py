@@ -15,6 +15,8 @@ The compiled graphs read the model's Parameters in place, so weights updated in 
 `Parameter.copy_`, `ops.assign`) are seen by the next call. `Parameter.set_data` after a graph has compiled is not
 safe on MindSpore 2.7: the graph keeps reading the replaced (freed) buffer. Replacing a Parameter object (e.g.
 `resize_token_embeddings`) is detected and traced again.
+
+Must not import: ms_gpt.engine, ms_gpt.data, ms_gpt.recipes, ms_gpt.compat.
 """
 from __future__ import annotations
 

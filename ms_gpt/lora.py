@@ -11,6 +11,8 @@ A LoRA model's `save_pretrained(dir)` writes what PEFT's `PeftModel.save_pretrai
 weights under their plain HF names. `from_pretrained(adapter_dir)` loads the base named by base_model_name_or_path
 (a local path, absolute or relative to the working directory, or a hub name), applies the adapter and loads its
 weights; `merge_lora(model)` folds W += scaling * (B A)^T into a plain model (`merge_and_save` writes it).
+
+Must not import: ms_gpt.engine, ms_gpt.data, ms_gpt.recipes, ms_gpt.compat.
 """
 from __future__ import annotations
 

@@ -7,6 +7,10 @@ HF key (`h.0.attn.c_attn.weight`, `wte.weight` / `tokens_embed.weight`, ...) and
 All `construct` methods are graph-mode safe: Python branches depend only on config values, shapes and on whether an
 optional argument was passed, never on tensor values. Matmuls run in `config.compute_dtype`; LayerNorm, softmax, the
 residual stream and the losses stay float32.
+
+Must not import: ms_gpt.data, ms_gpt.engine, ms_gpt.recipes, ms_gpt.compat, ms_gpt.tokenizers; ms_gpt.checkpoint only
+inside from_pretrained / save_pretrained (a function-level import: the checkpoint package loads into any cell it
+is handed and never imports the model, so there is no cycle).
 """
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
 """Where bundled files live (paths in configs are relative to the working directory or to the project root), and
 the one way files are written: atomically (`atomic_path`, `atomic_write`, `atomic_directory`), so a reader sees the
-old file or the new one, never a half-written one. No ms_gpt imports here."""
+old file or the new one, never a half-written one.
+
+Must not import: any ms_gpt module.
+"""
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,8 @@
-"""`python -m ms_gpt.pretrain --config configs/<name>.yaml [--key=value ...]` — causal-LM pretraining."""
+"""`python -m ms_gpt.pretrain --config configs/<name>.yaml [--key=value ...]` — causal-LM pretraining.
+
+Must not import: ms_gpt.model, ms_gpt.engine, ms_gpt.data, ms_gpt.checkpoint, ms_gpt.compat, ms_gpt.tokenizers,
+ms_gpt.lora (an entry point only parses its options and calls a recipe or library function).
+"""
 import sys
 
 if __package__ in (None, ""):  # run as a file (msrun takes a script path): see ms_gpt/_launch.py

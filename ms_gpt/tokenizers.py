@@ -12,6 +12,8 @@ transformers 5 saves alone) and ``tokenizer_config.json`` holding the class name
 added token with its id (HF's ``added_tokens_decoder`` layout). :func:`load_tokenizer` reads every layout the
 Hugging Face hub serves: ``tokenizer.json`` is preferred when present, and ``special_tokens_map.json`` /
 ``added_tokens.json`` of older saves are honoured.
+
+Must not import: any ms_gpt module but ms_gpt.paths.
 """
 
 from __future__ import annotations

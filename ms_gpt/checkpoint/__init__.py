@@ -18,7 +18,8 @@ Public API (importable from `ms_gpt.checkpoint`):
     write_torch_bin(weights, path)
     resolve_hub(name) -> local snapshot directory
 
-Must not import: ms_gpt.engine, ms_gpt.data, ms_gpt.recipes (anywhere in the package).
+Must not import (anywhere in the package): ms_gpt.model, ms_gpt.engine, ms_gpt.data, ms_gpt.recipes, ms_gpt.compat,
+ms_gpt.tokenizers.
 """
 from .files import (CONFIG_NAME, GENERATION_CONFIG_NAME, SAFE_WEIGHTS, TOKENIZER_FILES, TORCH_WEIGHTS, WEIGHT_FILES,
                     find_weights, listed)

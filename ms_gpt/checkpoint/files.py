@@ -1,7 +1,7 @@
 """What a checkpoint directory holds: the HF file names, finding its weight file, and the two small helpers the
 readers share (widening bfloat16, naming keys in a message).
 
-Must not import: anything of ms_gpt (it is the bottom of the checkpoint package).
+Must not import: any ms_gpt module (it is the bottom of the checkpoint package).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 from the HF cache or downloaded (config, one weight format, generation config and tokenizer files), failing fast
 with one message when offline.
 
-Must not import: ms_gpt beyond `checkpoint.files`.
+Must not import: any ms_gpt module but ms_gpt.checkpoint.files.
 """
 from __future__ import annotations
 

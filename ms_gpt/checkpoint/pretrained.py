@@ -3,8 +3,8 @@ normalisation plus checks; nothing is transposed), state dicts, putting weights 
 weight source (one file by its type, or a sharded index), config.json / generation_config.json, MindSpore .ckpt,
 and load_pretrained / save_pretrained in HF layout.
 
-Must not import: ms_gpt.engine, ms_gpt.data, ms_gpt.recipes, ms_gpt.compat, ms_gpt.tokenizers (the model and lora
-modules only lazily, inside the functions that build or save a model).
+Must not import: ms_gpt.model (the class to build is passed in), ms_gpt.engine, ms_gpt.data, ms_gpt.recipes,
+ms_gpt.compat, ms_gpt.tokenizers; ms_gpt.lora only inside load_pretrained / save_pretrained (LoRA directories).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """`.safetensors` files read through the `safetensors` library, bfloat16 included (widened to float32), with one
 clear error naming the file for a truncated or corrupt one. (Writing is `safetensors.numpy.save_file`.)
 
-Must not import: ms_gpt beyond `checkpoint.files`.
+Must not import: any ms_gpt module but ms_gpt.checkpoint.files.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 read through a restricted unpickler that can only rebuild tensors (no pickled code runs); `write_torch_bin` writes
 the zip format that torch.load(weights_only=True) and transformers read.
 
-Must not import: torch (never needed to read or write); ms_gpt beyond `paths` and `checkpoint.files`.
+Must not import: torch (never needed here); any ms_gpt module but ms_gpt.paths and ms_gpt.checkpoint.files.
 """
 from __future__ import annotations
 

@@ -2,4 +2,6 @@
 
 Nothing is imported here on purpose: `ms_gpt.compat.mindnlp` imports mindnlp (several seconds) only when one of
 its accessors is called.
+
+Must not import: any ms_gpt module.
 """

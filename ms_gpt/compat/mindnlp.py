@@ -40,6 +40,8 @@ Side effects of `import mindnlp` 0.4.1 itself (not undone here): it sets HF_ENDP
 unset), MS_DEV_FORCE_ACL=1, TOKENIZERS_PARALLELISM=false and MS_ALLOC_CONF (outside Ascend 910B/310), removes
 RANK_TABLE_FILE, replaces `mindspore.Tensor.data_ptr` and the `__str__` of MindSpore Float/Int dtypes, and
 initialises jieba's dictionary (about 1 s of the import, cached in /tmp).
+
+Must not import: any ms_gpt module. No other ms_gpt module imports mindnlp.
 """
 from __future__ import annotations
 

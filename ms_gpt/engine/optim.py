@@ -4,6 +4,8 @@ The update runs inside the compiled train step: one fused `AdamWeightDecay` kern
 correction folded into that step's lr / eps / decay scalars, so the whole update costs one kernel per tensor (kernel
 launches dominate small models on CPU). The schedule is a precomputed table indexed in-graph by the step counter:
 nothing about the learning rate crosses from the host per step.
+
+Must not import: ms_gpt.recipes, ms_gpt.data, ms_gpt.compat, ms_gpt.tokenizers.
 """
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ forward, backward, gradient accumulation, loss scaling, clipping, the data-paral
 — is ONE compiled graph (a Cell run in GRAPH_MODE); the learning rate comes from a table indexed in-graph. The host reads the
 loss only every `logging_steps` steps, so nothing syncs per step. Checkpoints are written to a temporary directory
 and renamed into place; a resumed run restores model, optimizer moments, step, schedule position and data position.
+
+Must not import: ms_gpt.recipes, ms_gpt.data, ms_gpt.compat, ms_gpt.tokenizers.
 """
 from __future__ import annotations
 

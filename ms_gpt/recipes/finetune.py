@@ -3,6 +3,9 @@
 `finetune(args)` runs one recipe and returns its results (also written to output_dir/all_results.json as
 eval_accuracy / test_accuracy / ..., HF style). The default trainer is ms_gpt's engine (compiled step);
 `trainer: mindnlp` drives the same model with mindnlp's Trainer in PyNative mode through ms_gpt.compat.mindnlp.
+
+Must not import: the entry points ms_gpt.pretrain, ms_gpt.finetune, ms_gpt.generate, ms_gpt.chat, ms_gpt.evaluate,
+ms_gpt.demo, ms_gpt.cli.
 """
 from __future__ import annotations
 

@@ -379,33 +379,10 @@ def format_help(cls, values: Optional[dict[str, Any]] = None, aliases: Optional[
     return "\n".join(lines)
 
 
-def parse_config(cls, argv: Optional[list[str]] = None, aliases: Optional[dict[str, str]] = None):
-    """Build dataclass `cls` from `--config file.yaml` and `--key=value` / `--key value` overrides.
-
-    Unknown keys or values of the wrong type raise a ValueError that names the key and lists the valid ones.
-    `-h`/`--help` prints every option (type, default or the --config file's value, meaning from the field's
-    `metadata["help"]`) and exits with status 0.
-    `aliases` maps extra spellings to field names (e.g. ModelArts' `data_url` -> `train_file`).
-    """
-    import sys
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    aliases = dict(aliases or {})
-    want_help = any(a in ("-h", "--help") for a in argv)
-    argv = [a for a in argv if a not in ("-h", "--help")]
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-
-    def put(key: str, value: Any, source: str) -> None:
-        name = aliases.get(key.replace("-", "_"), key.replace("-", "_"))
-        if name not in fields:
-            valid = ", ".join(sorted(fields))
-            raise ValueError(f"{source}: unknown option '{key}'. Valid options: {valid}")
-        values[name] = _coerce(value, fields[name].type, name, source)
-        sources[name] = source
-
-    overrides: list[tuple[str, Any]] = []
+def split_argv(argv: list[str]) -> tuple[Optional[str], list[tuple[str, str]]]:
+    """(the --config path or None, [(key, raw value), ...] in command-line order) of `--key=value`, `--key value` and
+    bare `--flag` (= "true") arguments; anything else is a ValueError."""
+    overrides: list[tuple[str, str]] = []
     config_path = None
     i = 0
     while i < len(argv):
@@ -424,6 +401,47 @@ def parse_config(cls, argv: Optional[list[str]] = None, aliases: Optional[dict[s
         else:
             overrides.append((key, value))
         i += 1
+    return config_path, overrides
+
+
+def option_value(argv: list[str], name: str) -> Any:
+    """The value `parse_config` would give option `name` before type checks: the command line's (last wins), else
+    the --config file's, else None. For an entry point that picks its options class by one option (`--task`)."""
+    config_path, overrides = split_argv([a for a in argv if a not in ("-h", "--help")])
+    found = [value for key, value in overrides if key.replace("-", "_") == name]
+    if found:
+        return found[-1]
+    if config_path:
+        return read_mapping(config_path).get(name)
+    return None
+
+
+def parse_config(cls, argv: Optional[list[str]] = None, aliases: Optional[dict[str, str]] = None):
+    """Build dataclass `cls` from `--config file.yaml` and `--key=value` / `--key value` overrides.
+
+    Unknown keys or values of the wrong type raise a ValueError that names the key and lists the valid ones.
+    `-h`/`--help` prints every option (type, default or the --config file's value, meaning from the field's
+    `metadata["help"]`) and exits with status 0.
+    `aliases` maps extra spellings to field names (e.g. ModelArts' `data_url` -> `train_file`).
+    """
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    aliases = dict(aliases or {})
+    want_help = any(a in ("-h", "--help") for a in argv)
+    config_path, overrides = split_argv([a for a in argv if a not in ("-h", "--help")])
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+
+    def put(key: str, value: Any, source: str) -> None:
+        name = aliases.get(key.replace("-", "_"), key.replace("-", "_"))
+        if name not in fields:
+            valid = ", ".join(sorted(fields))
+            raise ValueError(f"{source}: unknown option '{key}'. Valid options: {valid}")
+        values[name] = _coerce(value, fields[name].type, name, source)
+        sources[name] = source
+
     if config_path:
         for key, value in read_mapping(config_path).items():
             put(str(key), value, config_path)

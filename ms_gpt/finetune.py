@@ -4,7 +4,6 @@ formats (classification, entailment, similarity, multiple_choice); `--task dialo
 Must not import: ms_gpt.model, ms_gpt.engine, ms_gpt.data, ms_gpt.checkpoint, ms_gpt.compat, ms_gpt.tokenizers,
 ms_gpt.lora (an entry point only parses its options and calls a recipe or library function).
 """
-import os
 import sys
 
 if __package__ in (None, ""):  # run as a file (msrun takes a script path): see ms_gpt/_launch.py
@@ -13,33 +12,14 @@ if __package__ in (None, ""):  # run as a file (msrun takes a script path): see 
 from ms_gpt.cli import run  # noqa: E402
 
 
-def task_of(argv: list):
-    """The task named on the command line (last wins) or, failing that, in the --config file."""
-    import yaml
-
-    task, config = None, None
-    for i, arg in enumerate(argv):
-        key, eq, value = arg.partition("=")
-        if not eq and i + 1 < len(argv):
-            value = argv[i + 1]
-        if key == "--task":
-            task = value
-        elif key == "--config":
-            config = value
-    if task is None and config and os.path.isfile(config):
-        with open(config, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-        task = data.get("task") if isinstance(data, dict) else None
-    return task
-
-
 def main(argv=None) -> dict:
+    from ms_gpt.config import option_value, parse_config
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    if task_of(argv) == "dialogue":  # its own options and recipe; it receives the whole option list
+    if option_value(argv, "task") == "dialogue":  # its own options and recipe; it receives the whole option list
         from ms_gpt.recipes.dialogue import train_dialogue
 
         return train_dialogue(argv)
-    from ms_gpt.config import parse_config
     from ms_gpt.recipes.finetune import ALIASES, FinetuneArguments, finetune
 
     args = parse_config(FinetuneArguments, argv, ALIASES)

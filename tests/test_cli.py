@@ -23,6 +23,8 @@ def _options_class(command: str):
         from ms_gpt.generate import GenerateArguments as cls
     elif command == "evaluate":
         from ms_gpt.evaluation import EvaluateArguments as cls
+    elif command == "demo":
+        from ms_gpt.recipes.paradigm import DemoArguments as cls
     else:
         from ms_gpt.chat import ChatArguments as cls
     return cls
@@ -37,7 +39,7 @@ def _help(command: str, argv: list, capsys) -> str:
     return capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command", ["pretrain", "finetune", "generate", "chat", "evaluate"])
+@pytest.mark.parametrize("command", ["pretrain", "finetune", "generate", "chat", "evaluate", "demo"])
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help_lists_every_option_with_type_default_and_meaning(command, flag, capsys):
     text = _help(command, [flag], capsys)

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from ms_gpt.config import parse_config
-from ms_gpt.demo import CONFIGS, held_out_texts, main
+from ms_gpt.demo import main
 from ms_gpt.paths import resolve_path
 from ms_gpt.recipes.finetune import FinetuneArguments
+from ms_gpt.recipes.paradigm import CONFIGS, held_out_texts
 
 
 def test_demo_runs_the_paradigm_at_smoke_size(tmp_path, capsys):
@@ -29,7 +30,7 @@ def test_demo_runs_the_paradigm_at_smoke_size(tmp_path, capsys):
     with open(os.path.join(tmp_path, "scratch", "config.json"), encoding="utf-8") as f:
         scratch = json.load(f)
     assert tuned["vocab_size"] == scratch["vocab_size"] and tuned["n_layer"] == scratch["n_layer"]
-    with pytest.raises(ValueError, match="unknown arguments"):
+    with pytest.raises(ValueError, match="unknown option 'max_steps'"):
         main(["--max_steps=3"])
 
 

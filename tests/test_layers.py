@@ -65,8 +65,6 @@ THIRD_PARTY = {"mindnlp": "ms_gpt.compat.mindnlp", "torch": None, "transformers"
 KNOWN_VIOLATIONS = {
     ("ms_gpt.data.tasks", "ms_gpt.compat.mindnlp"):
         "open_hub_dataset loads HF datasets through mindnlp's load_dataset (issue 15 part A reworks ms_gpt/data)",
-    ("ms_gpt.demo", "ms_gpt.data.tasks"):
-        "write_review_corpus builds the demo's pretraining corpus with read_records: data work in an entry point",
 }
 # Part A of issue 15 rewrites these; their docstrings are theirs (the import rules above still apply to them).
 DOCSTRING_EXEMPT = ("ms_gpt.data", "ms_gpt.recipes.dialogue", "ms_gpt.recipes.pretrain")

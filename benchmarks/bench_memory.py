@@ -74,8 +74,7 @@ def worker(size: str, mode: str, seq: int, batch: int, steps: int) -> None:
     from ms_gpt.device import setup_device
     from ms_gpt.engine.trainer import Trainer
     from ms_gpt.lora import apply_lora
-    from ms_gpt.model import GPTLMHeadModel
-    from ms_gpt.recipes.pretrain import NextTokenLoss
+    from ms_gpt.model import GPTLMHeadModel, NextTokenLoss
 
     device = setup_device("CPU", 0)
     rss0 = _rss_kb()
@@ -95,7 +94,7 @@ def worker(size: str, mode: str, seq: int, batch: int, steps: int) -> None:
 
         def next_batch(self):
             w = self.rng.integers(0, VOCAB, (batch, seq + 1), dtype=np.int32)
-            return {"input_ids": w[:, :-1], "labels": w[:, 1:]}
+            return {"input_ids": w[:, :-1], "targets": w[:, 1:]}
 
         def state_dict(self):
             return {}

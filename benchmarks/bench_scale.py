@@ -41,8 +41,7 @@ from ms_gpt.data.lm import RandomWindows  # noqa: E402
 from ms_gpt.device import setup_device  # noqa: E402
 from ms_gpt.engine.trainer import Trainer  # noqa: E402
 from ms_gpt.generation import compile_counts, generate  # noqa: E402
-from ms_gpt.model import GPTLMHeadModel  # noqa: E402
-from ms_gpt.recipes.pretrain import NextTokenLoss  # noqa: E402
+from ms_gpt.model import GPTLMHeadModel, NextTokenLoss  # noqa: E402
 
 REF_PYTHON = os.path.join(ROOT, ".venv-ref", "bin", "python")
 HF_SCRIPT = os.path.join(ROOT, "benchmarks", "hf_scale_reference.py")

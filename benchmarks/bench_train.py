@@ -38,8 +38,7 @@ from ms_gpt.config import GPTConfig, TrainingArguments  # noqa: E402
 from ms_gpt.data.lm import RandomWindows, eval_batches  # noqa: E402
 from ms_gpt.device import setup_device  # noqa: E402
 from ms_gpt.engine.trainer import Trainer, _to_tensor, SLOTS  # noqa: E402
-from ms_gpt.model import GPTLMHeadModel  # noqa: E402
-from ms_gpt.recipes.pretrain import NextTokenLoss  # noqa: E402
+from ms_gpt.model import GPTLMHeadModel, NextTokenLoss  # noqa: E402
 
 TORCH_PYTHON = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".venv-ref", "bin", "python")
 TORCH_SCRIPT = os.path.join(ROOT, "benchmarks", "torch_seed_reference.py")

@@ -430,3 +430,12 @@ def merge_and_save(model_or_dir, output_dir: str, tokenizer=None) -> None:
             load_tokenizer(source_dir).save_pretrained(output_dir)
         except (FileNotFoundError, ValueError):
             pass  # an adapter without tokenizer files
+
+
+def save_model(model, args) -> None:
+    """What a recipe writes to args.output_dir: model.save_pretrained — the full model, or a LoRA run's adapter, or
+    with args.merge_lora the merged full model."""
+    if getattr(args, "merge_lora", False) and getattr(model, "lora_config", None):
+        merge_lora(model).save_pretrained(args.output_dir)
+    else:
+        model.save_pretrained(args.output_dir)

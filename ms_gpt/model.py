@@ -399,6 +399,25 @@ def lm_loss(logits, labels):
     return ops.cross_entropy(shift_logits, shift_labels, ignore_index=IGNORE_INDEX)
 
 
+class NextTokenLoss(nn.Cell):
+    """Mean next-token cross entropy of an LM on pre-shifted windows (`ms_gpt.data.lm`): `targets` are already the
+    next tokens (input_ids = w[:-1], targets = w[1:]) and every position has one, as in the char-GPT recipe. HF's
+    `labels` (shifted inside, -100 skipped) go to the model itself (`lm_loss`)."""
+
+    def __init__(self, lm: nn.Cell):
+        super().__init__()
+        self.lm = lm
+        # one fused kernel forward and one backward; ops.cross_entropy expands to ~25 small kernels, which is most of
+        # a small model's step on CPU (every target here is valid, so no ignore_index is needed)
+        self.cross_entropy = ops.SparseSoftmaxCrossEntropyWithLogits()
+
+    def construct(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, targets=None):
+        logits = self.lm(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                         position_ids=position_ids)
+        return self.cross_entropy(logits.reshape(-1, logits.shape[-1]).astype(ms.float32),
+                                  targets.reshape(-1).astype(ms.int32))
+
+
 def _lm_labels_from_inputs(input_ids, attention_mask):
     if attention_mask is None:
         return input_ids

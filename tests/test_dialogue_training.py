@@ -12,9 +12,9 @@ import pytest
 
 from ms_gpt.config import parse_config
 from ms_gpt.model import GPTLMHeadModel
-from ms_gpt.recipes.dialogue import (ALIASES, DialogueArguments, DialogueBatches, collate, encode_conversation,
-                                     eval_batches, heldout_split, read_conversations, train_dialogue,
-                                     trim_vocabulary)
+from ms_gpt.data.dialogue import encode_conversation, heldout_split, read_conversations
+from ms_gpt.data.padding import EpochBatches, collate, eval_batches, lm_rows
+from ms_gpt.recipes.dialogue import ALIASES, DialogueArguments, train_dialogue, trim_vocabulary
 from ms_gpt.tokenizers import load_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,7 +30,8 @@ def test_encoding_layout_and_padding_labels(bert):
     ids, cut = encode_conversation(bert, ["你好", "在吗"], 16, "truncate")
     ni, hao, zai, ma = bert.encode("你好在吗")
     assert ids == [101, ni, hao, 102, zai, ma, 102] and not cut
-    batch = collate([np.asarray(ids), np.asarray(ids[:4])], 8, bert.pad_token_id)
+    batch = collate(lm_rows([np.asarray(ids), np.asarray(ids[:4])]), np.arange(2), 8, bert.pad_token_id,
+                    multiple_choice=False, lm_labels=True)
     assert batch["input_ids"].shape == (2, 8)
     assert batch["attention_mask"].tolist() == [[1] * 7 + [0], [1] * 4 + [0] * 4]
     assert batch["labels"][0].tolist() == ids + [-100]
@@ -71,21 +72,21 @@ def test_heldout_split_is_seeded_and_keeps_prompts_on_one_side():
 
 def test_batches_shuffle_resume_and_pad_shapes():
     rows = [np.arange(1, n + 1, dtype=np.int32) for n in (3, 5, 9, 17, 4, 6, 7)]
-    source = DialogueBatches(rows, 3, 32, 0, seed=5, policy="dynamic", multiple=8)
-    first = [source.next_batch() for _ in range(3)]  # 9 rows: crosses into the second epoch
+    source = EpochBatches(lm_rows(rows), 3, "dynamic", 32, 0, seed=5, lm_labels=True, multiple=8)
+    first = [source.next_batch() for _ in range(3)]  # two full batches per epoch: the third starts the second
     assert all(b["input_ids"].shape[0] == 3 and b["input_ids"].shape[1] % 8 == 0 for b in first)
-    seen = [int(r[r > 0][-1]) for b in first[:2] for r in b["input_ids"]] + \
-        [int(r[r > 0][-1]) for r in first[2]["input_ids"][:1]]
-    assert sorted(seen) == [3, 4, 5, 6, 7, 9, 17]  # one epoch = every row once
+    seen = [int(r[r > 0][-1]) for b in first[:2] for r in b["input_ids"]]
+    assert len(set(seen)) == 6 and set(seen) < {3, 4, 5, 6, 7, 9, 17}  # one epoch: distinct rows, the 7th dropped
+    assert source.epoch == 1
     state = source.state_dict()
     expected = [source.next_batch() for _ in range(2)]
-    resumed = DialogueBatches(rows, 3, 32, 0, seed=5, policy="dynamic", multiple=8)
+    resumed = EpochBatches(lm_rows(rows), 3, "dynamic", 32, 0, seed=5, lm_labels=True, multiple=8)
     resumed.load_state_dict(json.loads(json.dumps(state)))
     for a, b in zip(expected, [resumed.next_batch() for _ in range(2)]):
         assert all(np.array_equal(a[k], b[k]) for k in a)
-    static = DialogueBatches(rows, 3, 32, 0, seed=5, policy="max_length", multiple=8)
+    static = EpochBatches(lm_rows(rows), 3, "max_length", 32, 0, seed=5, lm_labels=True, multiple=8)
     assert static.next_batch()["input_ids"].shape == (3, 32)
-    held = eval_batches(rows, 4, 32, 0, policy="max_length", multiple=8)
+    held = list(eval_batches(lm_rows(rows), 4, "max_length", 32, 0, lm_labels=True, multiple=8))
     assert [b["input_ids"].shape for b in held] == [(4, 32), (4, 32)]
     assert (held[1]["labels"][3] == -100).all()  # the filler row adds nothing to the loss
 

@@ -13,8 +13,7 @@ from ms_gpt.config import GPTConfig, TrainingArguments, parse_config
 from ms_gpt.data.lm import RandomWindows, eval_batches, split_ids
 from ms_gpt.engine.optim import AdamW, lr_schedule
 from ms_gpt.engine.trainer import Trainer, list_checkpoints
-from ms_gpt.model import GPTLMHeadModel
-from ms_gpt.recipes.pretrain import NextTokenLoss
+from ms_gpt.model import GPTLMHeadModel, NextTokenLoss
 
 TINY = dict(vocab_size=20, n_positions=16, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0.0, embd_pdrop=0.0,
             attn_pdrop=0.0)
@@ -133,8 +132,8 @@ def test_weights_loaded_after_compile_reach_the_compiled_steps(tmp_path):
         np.testing.assert_array_equal(p.asnumpy(), saved[p.name].asnumpy())
     assert trainer.evaluate()["val_loss"] == pytest.approx(at10, rel=1e-5)  # the compiled eval step sees them
     inputs, _ = trainer._next_stacked()  # the train step's inputs: [accumulation steps, batch, ...] per slot
-    ids, labels = (inputs[SLOTS.index(k)][0] for k in ("input_ids", "labels"))
-    eager = float(NextTokenLoss(lm)(ids, labels=labels).asnumpy())
+    ids, targets = (inputs[SLOTS.index(k)][0] for k in ("input_ids", "targets"))
+    eager = float(NextTokenLoss(lm)(ids, targets=targets).asnumpy())
     step = float(trainer._train_step(*inputs).asnumpy())
     assert step == pytest.approx(eager, rel=1e-5)  # the compiled train step starts from them too
     assert trainer.train_compilations == 1
@@ -182,7 +181,7 @@ def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
         while True:
             w = src.windows(8)
             for half in (w[:4], w[4:]):
-                yield {"input_ids": half[:, :-1], "labels": half[:, 1:]}
+                yield {"input_ids": half[:, :-1], "targets": half[:, 1:]}
     gen = pairs()
     src.next_batch = lambda: next(gen)
     small.train()
@@ -236,21 +235,22 @@ def test_next_token_loss_is_mean_cross_entropy_with_its_gradient():
     loss_fn = NextTokenLoss(lm)
     rng = np.random.default_rng(1)
     ids = rng.integers(0, 20, (3, 9)).astype(np.int32)
-    labels = rng.integers(0, 20, (3, 9)).astype(np.int32)
+    targets = rng.integers(0, 20, (3, 9)).astype(np.int32)
     logits = lm(Tensor(ids)).asnumpy().astype(np.float64).reshape(-1, 20)
     shifted = logits - logits.max(-1, keepdims=True)
     logp = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-    expected = -logp[np.arange(27), labels.reshape(-1)].mean()
-    got = float(loss_fn(Tensor(ids), labels=Tensor(labels)).asnumpy())
+    expected = -logp[np.arange(27), targets.reshape(-1)].mean()
+    got = float(loss_fn(Tensor(ids), targets=Tensor(targets)).asnumpy())
     assert got == pytest.approx(expected, abs=1e-5)
     # gradient w.r.t. the LM head weight (tied to wte) equals the one through ops.cross_entropy
     params = [lm.transformer.wte.weight]
-    fused = ms.grad(lambda x, y: loss_fn(x, labels=y), grad_position=None, weights=params)(Tensor(ids), Tensor(labels))
+    fused = ms.grad(lambda x, y: loss_fn(x, targets=y), grad_position=None, weights=params)(Tensor(ids),
+                                                                                           Tensor(targets))
 
     def reference(x, y):
         out = lm(x)
         return ms.ops.cross_entropy(out.reshape(-1, 20), y.reshape(-1))
-    ref = ms.grad(reference, grad_position=None, weights=params)(Tensor(ids), Tensor(labels))
+    ref = ms.grad(reference, grad_position=None, weights=params)(Tensor(ids), Tensor(targets))
     np.testing.assert_allclose(fused[0].asnumpy(), ref[0].asnumpy(), atol=1e-6)
 
 

@@ -46,7 +46,8 @@ def test_adapter_made_by_peft_gives_peft_logits_and_merges(tmp_path):
     again = GPTLMHeadModel.from_pretrained(str(tmp_path / "merged"))
     assert np.abs(again(ref["input_ids"]).asnumpy() - logits).max() < ATOL
     # the recipes' save: the adapter, or with merge_lora the merged full model replacing it in the same directory
-    from ms_gpt.recipes.pretrain import PretrainArguments, save_model
+    from ms_gpt.lora import save_model
+    from ms_gpt.recipes.pretrain import PretrainArguments
 
     out = tmp_path / "run"
     save_model(model, PretrainArguments(output_dir=str(out)))

@@ -11,8 +11,8 @@ import threading
 import numpy as np
 import pytest
 
-from ms_gpt.data.padding import (AUTO_POLICY, EpochBatches, bucket_lengths, collate, eval_batches, padded_length,
-                                 real_rows, resolve_policy)
+from ms_gpt.data.padding import (AUTO_POLICY, EpochBatches, bucket_lengths, collate, eval_batches, lm_rows,
+                                 padded_length, real_rows, resolve_policy)
 from ms_gpt.data.tasks import (CLASSIFY, DELIMITER, START, Example, TaskFormatter, add_task_tokens,
                                fit_segments, load_records, read_records, records_to_examples)
 from ms_gpt.tokenizers import load_tokenizer
@@ -245,6 +245,46 @@ def test_epoch_batches_shuffle_per_epoch_drop_the_remainder_and_resume():
     assert first != second  # a fresh permutation each epoch
     with pytest.raises(ValueError, match="fewer than one batch of 16"):
         EpochBatches(data, 16, "dynamic", 32, 0, seed=1)
+
+
+@pytest.mark.parametrize("kind", ["task examples", "lm rows"])
+def test_epoch_batches_resume_mid_epoch_for_task_examples_and_lm_rows(kind):
+    """One class, one state layout for both kinds of rows: a JSON round trip of the state taken mid-epoch resumes
+    the exact batches (across the next epoch boundary); LM rows carry their ids as labels, -100 on padding."""
+    task = kind == "task examples"
+    data = _encoded(11) if task else lm_rows([s[0] for s in _encoded(11).sequences])
+    options = dict(lm_labels=not task, multiple=4)
+    source = EpochBatches(data, 2, "dynamic", 32, 0, seed=9, **options)  # 5 steps per epoch
+    for _ in range(3):
+        source.next_batch()
+    state = json.loads(json.dumps(source.state_dict()))
+    assert (state["epoch"], state["position"]) == (0, 3) and set(state) == {"epoch", "position", "rng"}
+    after = [source.next_batch() for _ in range(6)]  # the rest of epoch 0 and into epoch 1
+    assert source.epoch == 1
+    resumed = EpochBatches(data, 2, "dynamic", 32, 0, seed=9, **options)
+    resumed.load_state_dict(state)
+    for a in after:
+        b = resumed.next_batch()
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+        assert a["input_ids"].shape[1] % 4 == 0  # dynamic rounds up to `multiple`
+        if task:
+            assert a["labels"].shape == (2,)
+        else:
+            assert np.array_equal(a["labels"], np.where(a["attention_mask"] == 1, a["input_ids"], -100))
+    # a checkpoint of the former dialogue batches ({epoch, offset}) still loads: same epoch, the batch at the offset
+    legacy = EpochBatches(data, 2, "dynamic", 32, 0, seed=9, **options)
+    legacy.load_state_dict({"epoch": 1, "offset": 5})
+    assert (legacy.epoch, legacy.position) == (1, 2)
+    assert np.array_equal(legacy._order, resumed._order)  # epoch 1's permutation, replayed from the seed
+
+
+def test_eval_batches_keep_a_single_short_batch_when_asked():
+    rows = lm_rows([[1, 2, 3], [4, 5]])
+    (kept,) = eval_batches(rows, 4, "max_length", 8, 0, lm_labels=True, top_up_single=False)
+    assert kept["input_ids"].shape == (2, 8)
+    (filled,) = eval_batches(rows, 4, "max_length", 8, 0, lm_labels=True)
+    assert filled["input_ids"].shape == (4, 8) and (filled["labels"][2:] == -100).all()
+    assert np.array_equal(filled["labels"][:2], kept["labels"])
 
 
 def test_data_parallel_ranks_split_the_global_batch():

@@ -1,4 +1,9 @@
-"""Language-model data: a token stream, the 90/10 split, and random windows of block_size (+1 for the targets)."""
+"""Language-model windows: a text corpus, its token stream's 90/10 split, and random windows of block_size (+1 for
+the targets) — pre-shifted, so they carry `targets` (not HF's `labels`): {"input_ids": w[:-1], "targets": w[1:]},
+the batches of `model.NextTokenLoss`.
+
+Must not import: engine, recipes, compat.
+"""
 from __future__ import annotations
 
 import os
@@ -30,11 +35,11 @@ def split_ids(ids: np.ndarray, train_fraction: float = 0.9) -> tuple[np.ndarray,
 
 
 class RandomWindows:
-    """Random windows of `block_size` + 1 tokens: input_ids = w[:-1], labels = w[1:] (every position has a target).
+    """Random windows of `block_size` + 1 tokens: input_ids = w[:-1], targets = w[1:] (every position has a target).
 
     Sampling is global: one generator draws `batch_size * world_size` starts per step and rank r takes its slice,
     so N data-parallel workers see exactly the batches one process would see at the N-times batch. The generator's
-    state is the data position saved with checkpoints.
+    state is the data position saved with checkpoints (the `ms_gpt.data` batch-source protocol).
     """
 
     def __init__(self, ids: np.ndarray, block_size: int, batch_size: int, seed: int, rank: int = 0,
@@ -55,7 +60,7 @@ class RandomWindows:
     def next_batch(self) -> dict[str, np.ndarray]:
         w = self.windows(self.batch_size * self.world_size)
         w = w[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
-        return {"input_ids": w[:, :-1], "labels": w[:, 1:]}
+        return {"input_ids": w[:, :-1], "targets": w[:, 1:]}
 
     def state_dict(self) -> dict:
         return {"rng": self.rng.bit_generator.state}
@@ -75,7 +80,7 @@ def eval_batches(ids: np.ndarray, block_size: int, batch_size: int, iters: int, 
         chunk = batch_size  # keep every chunk the same size so the mean over chunks equals the mean over batches
     for i in range(0, len(rows), chunk):
         w = rows[i:i + chunk]
-        yield {"input_ids": w[:, :-1], "labels": w[:, 1:]}
+        yield {"input_ids": w[:, :-1], "targets": w[:, 1:]}
 
 
 def fetch_corpus(url: str, cache_dir: str, progressbar: bool = True) -> str:

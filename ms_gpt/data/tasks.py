@@ -1,4 +1,8 @@
-"""GPT-1 task formats (Radford et al. 2018, figure 1) and the readers that feed them.
+"""GPT-1 task formats (Radford et al. 2018, figure 1), the readers that feed them, and `Encoded` (token ids of a
+split, what `data.padding` batches).
+
+Must not import: engine, recipes; compat only lazily inside `open_hub_dataset` (mindnlp enters through
+`compat.mindnlp`, and only for hub datasets).
 
 Every task becomes token sequences framed by three special tokens added to the tokenizer:
 
@@ -57,10 +61,11 @@ class TaskData:
 
 @dataclass
 class Encoded:
-    """Token ids of a split: sequences[i] holds the K (1 for classification) id lists of example i."""
+    """Token ids of a split: sequences[i] holds the K (1 for classification) id lists of example i; `labels` is the
+    class index per example (None for language-model rows, see `data.padding.lm_rows`)."""
 
     sequences: list[list[list[int]]]
-    labels: np.ndarray
+    labels: Optional[np.ndarray]
     n_choices: int
     lengths: np.ndarray = field(init=False)  # longest sequence of each example
 

@@ -17,7 +17,7 @@ import os
 import shutil
 import time
 from dataclasses import asdict
-from typing import Any, Callable, Iterable, Optional, Protocol
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 import mindspore as ms
@@ -25,30 +25,31 @@ from mindspore import Tensor, nn, ops
 
 from ..checkpoint import assign_weights
 from ..config import TrainingArguments
+from ..data import BatchSource
 from ..device import DeviceInfo, compiled, enable_compile_cache, setup_device
 from ..paths import atomic_directory, atomic_path
 from .optim import AdamW, lr_schedule
 
-# Every batch is a dict over these keys (a subset); the compiled step takes them in this order, None where absent.
-SLOTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "labels", "mc_token_ids", "mc_labels")
+# Every batch is a dict over these keys (a subset); the compiled step takes them in this order, None where absent
+# (a None slot is a compile-time constant). `labels` are HF's (shifted inside the model's loss); `targets` are the
+# pre-shifted next tokens of LM windows (`data.lm`, `model.NextTokenLoss`).
+SLOTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "labels", "targets", "mc_token_ids",
+         "mc_labels")
 TRAINING_STATE = "training_state.ckpt"
 TRAINER_STATE = "trainer_state.json"
-
-
-class BatchSource(Protocol):
-    """What the trainer reads training data from. Its state makes resumed runs see the same batches."""
-
-    def next_batch(self) -> dict[str, np.ndarray]: ...
-    def state_dict(self) -> dict: ...
-    def load_state_dict(self, state: dict) -> None: ...
 
 
 def _pick(x, i):
     return None if x is None else x[i]
 
 
-def _call_model(model, input_ids, attention_mask, token_type_ids, position_ids, labels, mc_token_ids, mc_labels):
-    """The model on one batch in SLOTS order; the multiple-choice inputs only go to heads that take them."""
+def _call_model(model, input_ids, attention_mask, token_type_ids, position_ids, labels, targets, mc_token_ids,
+                mc_labels):
+    """The model on one batch in SLOTS order; targets and the multiple-choice inputs only go to cells that take
+    them."""
+    if targets is not None:
+        return model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                     position_ids=position_ids, targets=targets)
     if mc_labels is None:
         return model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                      position_ids=position_ids, labels=labels)
@@ -74,21 +75,24 @@ class TrainStep(nn.Cell):
         self.good_steps = good_steps
         self.hyper_map = ops.HyperMap()
 
-    def forward(self, input_ids, attention_mask, token_type_ids, position_ids, labels, mc_token_ids, mc_labels):
+    def forward(self, input_ids, attention_mask, token_type_ids, position_ids, labels, targets, mc_token_ids,
+                mc_labels):
         loss = _first(_call_model(self.model, input_ids, attention_mask, token_type_ids, position_ids, labels,
-                                  mc_token_ids, mc_labels))
+                                  targets, mc_token_ids, mc_labels))
         if self.use_scaling:
             loss = loss * self.loss_scale
         return loss
 
-    def construct(self, input_ids, attention_mask, token_type_ids, position_ids, labels, mc_token_ids, mc_labels):
+    def construct(self, input_ids, attention_mask, token_type_ids, position_ids, labels, targets, mc_token_ids,
+                  mc_labels):
         grad_fn = ms.value_and_grad(self.forward, None, self.weights)
         loss, grads = grad_fn(_pick(input_ids, 0), _pick(attention_mask, 0), _pick(token_type_ids, 0),
-                              _pick(position_ids, 0), _pick(labels, 0), _pick(mc_token_ids, 0), _pick(mc_labels, 0))
+                              _pick(position_ids, 0), _pick(labels, 0), _pick(targets, 0), _pick(mc_token_ids, 0),
+                              _pick(mc_labels, 0))
         for i in range(1, self.accum):
             loss_i, grads_i = grad_fn(_pick(input_ids, i), _pick(attention_mask, i), _pick(token_type_ids, i),
-                                      _pick(position_ids, i), _pick(labels, i), _pick(mc_token_ids, i),
-                                      _pick(mc_labels, i))
+                                      _pick(position_ids, i), _pick(labels, i), _pick(targets, i),
+                                      _pick(mc_token_ids, i), _pick(mc_labels, i))
             loss = loss + loss_i
             grads = self.hyper_map(ops.add, grads, grads_i)
         scale = 1.0 / self.accum
@@ -125,9 +129,10 @@ class EvalStep(nn.Cell):
         super().__init__(auto_prefix=False)
         self.model = model
 
-    def construct(self, input_ids, attention_mask, token_type_ids, position_ids, labels, mc_token_ids, mc_labels):
-        return _call_model(self.model, input_ids, attention_mask, token_type_ids, position_ids, labels, mc_token_ids,
-                           mc_labels)
+    def construct(self, input_ids, attention_mask, token_type_ids, position_ids, labels, targets, mc_token_ids,
+                  mc_labels):
+        return _call_model(self.model, input_ids, attention_mask, token_type_ids, position_ids, labels, targets,
+                           mc_token_ids, mc_labels)
 
 
 def _to_tensor(x: Optional[np.ndarray]) -> Optional[Tensor]:
@@ -365,7 +370,7 @@ class Trainer:
                 raise ValueError(f"eval set '{name}' produced no batches")
             host = [tuple(o.asnumpy() for o in out) if isinstance(out, tuple) else (out.asnumpy(),)
                     for out in outputs]
-            if "labels" in batches[0] or "mc_labels" in batches[0]:
+            if any(key in batches[0] for key in ("labels", "targets", "mc_labels")):
                 result[f"{name}_loss"] = float(np.mean([h[0] for h in host]))
             if self.compute_metrics is not None:
                 result.update(self.compute_metrics(name, host, batches))

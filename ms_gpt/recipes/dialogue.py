@@ -1,32 +1,32 @@
-"""Chinese GPT-2 chit-chat: (optional) short pretraining on Chinese text, then dialogue fine-tuning, evaluation and a
-scripted chat.
+"""The Chinese GPT-2 chit-chat recipe: its options, an optional short pretraining on Chinese text, vocabulary
+trimming, dialogue fine-tuning, evaluation and a scripted chat.
 
-Every conversation becomes `[CLS] t1 [SEP] t2 [SEP] ...` (`ms_gpt.dialogue.encode_dialogue`, the format the chat REPL
-uses) and is trained as a language-model sequence: labels = input_ids, padding = -100. The held-out split groups
-conversations by their first turn, so a prompt seen in training never appears among the held-out prompts.
+Reading, splitting and encoding the conversations is `data.dialogue`; batching is `data.padding`. Every conversation
+becomes `[CLS] t1 [SEP] t2 [SEP] ...` (`ms_gpt.dialogue.encode_dialogue`, the format the chat REPL uses) and is
+trained as a language-model sequence: labels = input_ids, padding = -100 (HF's contract, shifted inside the loss).
+The held-out split groups conversations by their first turn, so a prompt seen in training never appears among the
+held-out prompts.
+
+Must not import: other recipes, compat (entry points import recipes, never the reverse).
 
 `python -m ms_gpt.finetune --task dialogue --config configs/gpt2_chitchat_zh.yaml` runs `train_dialogue`.
 """
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
 from ..config import GPTConfig, LoraArguments, TrainingArguments, parse_config
-from ..data.padding import padded_length, resolve_policy
-from ..model import IGNORE_INDEX
+from ..data.dialogue import LONG_DIALOGUES, load_dialogue_data, text_stream
+from ..data.padding import POLICIES, EpochBatches, eval_batches, lm_rows, resolve_policy
 from ..paths import atomic_write, resolve_path
-
-LONG_DIALOGUES = ("drop", "truncate")
-PADDINGS = ("auto", "max_length", "dynamic", "bucket")
 
 
 @dataclass
@@ -52,7 +52,7 @@ class DialogueArguments(TrainingArguments, LoraArguments):
     padding: str = field(
         default="auto",
         metadata={"help": "auto (max_length on Ascend or with accumulation, else data.padding.AUTO_POLICY) | "
-                          + " | ".join(PADDINGS[1:])})
+                          + " | ".join(p for p in POLICIES if p != "auto")})
     pad_to_multiple_of: int = field(
         default=16, metadata={"help": "dynamic padding rounds the batch length up to this (one dynamic-shape graph)"})
     validation_fraction: float = field(
@@ -105,8 +105,8 @@ class DialogueArguments(TrainingArguments, LoraArguments):
             raise ValueError(f"task={self.task!r}; this recipe trains task 'dialogue'")
         if self.long_dialogues not in LONG_DIALOGUES:
             raise ValueError(f"long_dialogues={self.long_dialogues!r}; expected one of {LONG_DIALOGUES}")
-        if self.padding not in PADDINGS:
-            raise ValueError(f"padding={self.padding!r}; expected one of {PADDINGS}")
+        if self.padding not in POLICIES:
+            raise ValueError(f"padding={self.padding!r}; expected one of {POLICIES}")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
         for name in ("max_seq_length", "pad_to_multiple_of", "per_device_train_batch_size",
@@ -124,243 +124,13 @@ ALIASES = {"data_url": "train_files", "train_url": "output_dir", "batch_size": "
            "model": "model_name_or_path", "init_from": "model_name_or_path"}
 
 
-# ---- data --------------------------------------------------------------------------------------------------------
-@dataclass
-class DialogueData:
-    train: list[np.ndarray]  # encoded conversations (int32 ids, no padding)
-    heldout: list[np.ndarray]
-    heldout_turns: list[list[str]]  # the held-out conversations as text (for the chat evaluation)
-    stats: dict[str, Any]
-
-
-def _yaml_files(paths: Sequence[str]) -> list[str]:
-    files: list[str] = []
-    for spec in paths:
-        path = resolve_path(spec)
-        if os.path.isdir(path):
-            found = sorted(glob.glob(os.path.join(path, "*.yml")) + glob.glob(os.path.join(path, "*.yaml")))
-            if not found:
-                raise FileNotFoundError(f"train_files: no *.yml files in directory {path}")
-            files += found
-        elif os.path.isfile(path):
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"train_files: {spec} not found")
-    return files
-
-
-def read_conversations(paths: Sequence[str]) -> tuple[list[list[str]], int]:
-    """All conversations of chatterbot-style YAML files (`conversations: [[turn, ...], ...]`), in file order.
-
-    Numbers written as turns (YAML reads `- 42` as an int) become text. Conversations with an empty or non-text
-    turn, or with fewer than two turns, are skipped; returns (conversations, number skipped).
-    """
-    import yaml
-
-    conversations: list[list[str]] = []
-    skipped = 0
-    for path in _yaml_files(paths):
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = yaml.safe_load(f)
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path}: not valid YAML ({err})") from None
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{path}: not UTF-8 text (byte {err.start})") from None
-        if not isinstance(data, dict) or not isinstance(data.get("conversations"), list):
-            raise ValueError(f"{path}: expected a mapping with a 'conversations' list of turn lists")
-        for conv in data["conversations"]:
-            if not isinstance(conv, list):
-                skipped += 1
-                continue
-            turns = [str(t).strip() if isinstance(t, (str, int, float)) and not isinstance(t, bool) else ""
-                     for t in conv]
-            if len(turns) < 2 or not all(turns):
-                skipped += 1
-                continue
-            conversations.append(turns)
-    if not conversations:
-        raise ValueError(f"train_files {list(paths)}: no usable conversation (each needs two or more text turns)")
-    return conversations, skipped
-
-
-def heldout_split(conversations: Sequence[Sequence[str]], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """(train indices, held-out indices). Conversations sharing a first turn stay on the same side; which first
-    turns are held out depends only on `seed`."""
-    groups: dict[str, list[int]] = {}
-    for i, conv in enumerate(conversations):
-        groups.setdefault(conv[0], []).append(i)
-    keys = sorted(groups)
-    order = np.random.default_rng(seed).permutation(len(keys))
-    target = max(1, int(round(fraction * len(conversations))))
-    heldout: list[int] = []
-    for k in order:
-        if len(heldout) >= target:
-            break
-        heldout += groups[keys[k]]
-    held = set(heldout)
-    train = [i for i in range(len(conversations)) if i not in held]
-    if not train:
-        raise ValueError(f"validation_fraction={fraction} leaves no training conversation")
-    return train, sorted(heldout)
-
-
-def encode_conversation(tokenizer, turns: Sequence[str], max_length: int,
-                        long_dialogues: str) -> tuple[Optional[list[int]], bool]:
-    """(`[CLS] t1 [SEP] t2 [SEP] ...` ids or None when the conversation does not fit, whether turns were cut).
-
-    Too long: `drop` gives None; `truncate` keeps the leading whole turns that fit (at least two: a turn and its
-    reply), else None.
-    """
-    from ..dialogue import encode_dialogue
-
-    ids = encode_dialogue(tokenizer, turns)
-    if len(ids) <= max_length:
-        return ids, False
-    if long_dialogues == "drop":
-        return None, False
-    length, keep = 1, 0  # [CLS]
-    for turn in turns:
-        length += len(tokenizer.encode(turn)) + 1  # the turn and its [SEP]
-        if length > max_length:
-            break
-        keep += 1
-    return (encode_dialogue(tokenizer, turns[:keep]), True) if keep >= 2 else (None, False)
-
-
-def load_dialogue_data(tokenizer, args: DialogueArguments) -> DialogueData:
-    conversations, invalid = read_conversations(args.train_files)
-    train_idx, held_idx = heldout_split(conversations, args.validation_fraction, args.split_seed)
-    stats: dict[str, Any] = {"conversations": len(conversations), "skipped_invalid": invalid, "dropped_too_long": 0,
-                             "truncated": 0}
-
-    def encode(indices: list[int]) -> tuple[list[np.ndarray], list[list[str]]]:
-        out, kept = [], []
-        for i in indices:
-            ids, cut = encode_conversation(tokenizer, conversations[i], args.max_seq_length, args.long_dialogues)
-            if ids is None:
-                stats["dropped_too_long"] += 1
-                continue
-            stats["truncated"] += int(cut)
-            out.append(np.asarray(ids, dtype=np.int32))
-            kept.append(conversations[i])
-        return out, kept
-
-    train, _ = encode(train_idx)
-    heldout, heldout_turns = encode(held_idx)
-    if not train or not heldout:
-        raise ValueError(f"max_seq_length={args.max_seq_length} with long_dialogues={args.long_dialogues!r} leaves "
-                         f"{len(train)} training and {len(heldout)} held-out conversations; raise max_seq_length")
-    stats.update(train=len(train), heldout=len(heldout),
-                 train_tokens=int(sum(len(x) for x in train)), heldout_tokens=int(sum(len(x) for x in heldout)))
-    return DialogueData(train, heldout, heldout_turns, stats)
-
-
-def collate(rows: Sequence[np.ndarray], length: int, pad_id: int) -> dict[str, np.ndarray]:
-    """Right-pad to `length`: attention_mask 1 on real tokens, labels = input_ids with padding at -100."""
-    batch = len(rows)
-    input_ids = np.full((batch, length), pad_id, dtype=np.int32)
-    mask = np.zeros((batch, length), dtype=np.int32)
-    for r, ids in enumerate(rows):
-        input_ids[r, :len(ids)] = ids
-        mask[r, :len(ids)] = 1
-    labels = np.where(mask == 1, input_ids, IGNORE_INDEX).astype(np.int32)
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
-
-
-def batch_length(rows: Sequence[np.ndarray], max_length: int, policy: str, multiple: int) -> int:
-    """The padded length of a batch under a resolved padding policy (`ms_gpt.data.padding`); `dynamic` rounds the
-    longest row up to `multiple` (capped at max_length)."""
-    longest = max(len(r) for r in rows)
-    if policy == "dynamic":
-        return min(max_length, int(math.ceil(longest / multiple) * multiple))
-    return padded_length(policy, longest, max_length)
-
-
-class DialogueBatches:
-    """Shuffled epochs over the training conversations; a batch may run across an epoch boundary, so every batch is
-    full. Data parallel: each step draws batch_size * world_size conversations and rank r takes its slice. The
-    position (epoch, offset) is the state saved with checkpoints; each epoch's order comes from (seed, epoch)."""
-
-    def __init__(self, rows: list[np.ndarray], batch_size: int, max_length: int, pad_id: int, seed: int,
-                 policy: str, multiple: int, rank: int = 0, world_size: int = 1):
-        if not rows:
-            raise ValueError("DialogueBatches: no training conversation")
-        self.rows, self.batch_size, self.max_length, self.pad_id = rows, batch_size, max_length, pad_id
-        self.seed, self.policy, self.multiple = seed, policy, multiple
-        self.rank, self.world_size = rank, world_size
-        self.epoch, self.offset = 0, 0
-        self._order = self._permutation(0)
-
-    def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.rows))
-
-    def next_batch(self) -> dict[str, np.ndarray]:
-        picked: list[int] = []
-        need = self.batch_size * self.world_size
-        while len(picked) < need:
-            take = self._order[self.offset:self.offset + need - len(picked)]
-            picked += [int(i) for i in take]
-            self.offset += len(take)
-            if self.offset >= len(self._order):
-                self.epoch, self.offset = self.epoch + 1, 0
-                self._order = self._permutation(self.epoch)
-        mine = [self.rows[i] for i in picked[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]]
-        # all ranks pad to the same length (the longest of the global batch) so their graphs match
-        length = batch_length([self.rows[i] for i in picked], self.max_length, self.policy, self.multiple)
-        return collate(mine, length, self.pad_id)
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "offset": self.offset}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
-        self._order = self._permutation(self.epoch)
-
-
-def eval_batches(rows: Sequence[np.ndarray], batch_size: int, max_length: int, pad_id: int, policy: str,
-                 multiple: int) -> list[dict[str, np.ndarray]]:
-    """Fixed-order batches of the held-out conversations. The last batch is topped up with rows whose labels are all
-    -100 (they add nothing to the loss), so every eval batch has the same number of rows."""
-    out = []
-    for start in range(0, len(rows), batch_size):
-        chunk = list(rows[start:start + batch_size])
-        length = batch_length(chunk, max_length, policy, multiple)
-        batch = collate(chunk, length, pad_id)
-        missing = batch_size - len(chunk)
-        if missing and start:  # a single short batch keeps its size: no other shape to match
-            batch = {k: np.concatenate([v, np.full((missing, length), IGNORE_INDEX if k == "labels" else
-                                                   (1 if k == "attention_mask" else pad_id), np.int32)])
-                     for k, v in batch.items()}
-        out.append(batch)
-    return out
-
-
 # ---- pretraining on plain text -----------------------------------------------------------------------------------
-def text_stream(tokenizer, paths: Sequence[str], max_lines: int = 0, seed: int = 0) -> np.ndarray:
-    """One id stream of `[CLS] line [SEP]` documents (the dialogue framing). The lines of all files are shuffled
-    with `seed` first, so the first `max_lines` and the held-out tail both mix every file."""
-    from ..data.lm import read_text
-
-    lines = [ln.strip() for spec in paths for ln in read_text(resolve_path(spec)).splitlines() if ln.strip()]
-    order = np.random.default_rng(seed).permutation(len(lines))
-    if max_lines:
-        order = order[:max_lines]
-    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
-    ids: list[int] = []
-    for i in order:
-        ids.append(cls_id)
-        ids += tokenizer.encode(lines[i])
-        ids.append(sep_id)
-    return np.asarray(ids, dtype=np.int32)
-
-
 def pretrain_text(lm, tokenizer, ids: np.ndarray, args: DialogueArguments, device, log=print) -> dict:
     """Next-token pretraining of `lm` on the id stream `ids` (see `text_stream`); saves it to output_dir/pretrain.
     On a resumed run a finished pretraining is loaded instead of repeated."""
     from ..data.lm import RandomWindows, eval_batches as window_batches, split_ids
     from ..engine.trainer import Trainer
-    from .pretrain import NextTokenLoss
+    from ..model import NextTokenLoss
 
     out_dir = os.path.join(args.output_dir, "pretrain")
     done = os.path.join(out_dir, "pretrain_results.json")
@@ -488,7 +258,8 @@ def run_dialogue(args: DialogueArguments, log=print) -> dict:
     if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None or tokenizer.pad_token_id is None:
         raise ValueError(f"the dialogue format needs [CLS], [SEP] and [PAD]; the {type(tokenizer).__name__} of "
                          f"{source_dir or args.tokenizer} lacks one (use a BERT vocabulary)")
-    data = load_dialogue_data(tokenizer, args)
+    data = load_dialogue_data(tokenizer, args.train_files, args.validation_fraction, args.split_seed,
+                              args.max_seq_length, args.long_dialogues)
     stream = None
     if args.pretrain_files:
         stream = text_stream(tokenizer, args.pretrain_files, args.pretrain_max_lines, args.split_seed)
@@ -518,11 +289,12 @@ def run_dialogue(args: DialogueArguments, log=print) -> dict:
     global_batch = args.per_device_train_batch_size * device.world_size * args.gradient_accumulation_steps
     steps_per_epoch = max(1, len(data.train) // global_batch)
     total_steps = args.max_steps if args.max_steps > 0 else int(math.ceil(args.num_train_epochs * steps_per_epoch))
-    source = DialogueBatches(data.train, args.per_device_train_batch_size, args.max_seq_length,
-                             tokenizer.pad_token_id, args.seed, policy, args.pad_to_multiple_of, device.rank,
-                             device.world_size)
-    heldout = eval_batches(data.heldout, args.per_device_eval_batch_size, args.max_seq_length,
-                           tokenizer.pad_token_id, policy, args.pad_to_multiple_of)
+    source = EpochBatches(lm_rows(data.train), args.per_device_train_batch_size, policy, args.max_seq_length,
+                          tokenizer.pad_token_id, args.seed, lm_labels=True, rank=device.rank,
+                          world_size=device.world_size, multiple=args.pad_to_multiple_of)
+    heldout = list(eval_batches(lm_rows(data.heldout), args.per_device_eval_batch_size, policy, args.max_seq_length,
+                                tokenizer.pad_token_id, lm_labels=True, multiple=args.pad_to_multiple_of,
+                                top_up_single=False))
     trainer = Trainer(lm, args, source, {"heldout": lambda: heldout}, tokenizer=tokenizer, run_config=asdict(args),
                       total_steps=total_steps, metric_for_best_model="heldout_loss", device=device,
                       dynamic_shapes=policy == "dynamic")
@@ -546,7 +318,7 @@ def run_dialogue(args: DialogueArguments, log=print) -> dict:
         log(f"held-out dialogue loss {before:.3f} -> {after:.3f} after {summary['step']} steps "
             f"({train_seconds:.1f} s)")
         lm.set_train(False)
-        from .pretrain import save_model
+        from ..lora import save_model
 
         save_model(lm, args)
         tokenizer.save_pretrained(args.output_dir)

@@ -300,7 +300,7 @@ def finetune(args: FinetuneArguments, log=print) -> dict:
         results = _train_with_engine(args, model, tokenizer, encoded, layout, num_labels, device)
     if device.is_main:
         model.set_train(False)
-        from .pretrain import save_model
+        from ..lora import save_model
 
         save_model(model, args)
         tokenizer.save_pretrained(args.output_dir)

@@ -1,4 +1,8 @@
-"""Causal-LM pretraining: a text corpus -> tokenizer -> random windows -> the engine -> checkpoint + sample."""
+"""The causal-LM pretraining recipe: a text corpus -> tokenizer -> random windows (`data.lm`) -> the engine around
+`model.NextTokenLoss` -> checkpoint, held-out perplexity and a sample.
+
+Must not import: other recipes, compat (entry points import recipes, never the reverse).
+"""
 from __future__ import annotations
 
 import json
@@ -8,14 +12,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import numpy as np
-import mindspore as ms
-from mindspore import nn, ops
 
 from ..config import GPTConfig, LoraArguments, TrainingArguments
 from ..data.lm import RandomWindows, eval_batches, fetch_corpus, read_text, split_ids
 from ..device import setup_device
 from ..engine.trainer import Trainer
-from ..model import GPTLMHeadModel
+from ..model import GPTLMHeadModel, NextTokenLoss
 from ..paths import resolve_path
 
 
@@ -50,24 +52,6 @@ class PretrainArguments(TrainingArguments, LoraArguments):
 
 ALIASES = {"data_url": "train_file", "train_url": "output_dir", "max_iters": "max_steps",
            "batch_size": "per_device_train_batch_size", "eval_interval": "eval_steps", "lr": "learning_rate"}
-
-
-class NextTokenLoss(nn.Cell):
-    """Wraps an LM for window pretraining: labels are already the next tokens (input_ids = w[:-1], labels = w[1:]),
-    so every position has a target, as in the char-GPT recipe. Returns the mean cross entropy."""
-
-    def __init__(self, lm: GPTLMHeadModel):
-        super().__init__()
-        self.lm = lm
-        # one fused kernel forward and one backward; ops.cross_entropy expands to ~25 small kernels, which is most of
-        # a small model's step on CPU (every target here is valid, so no ignore_index is needed)
-        self.cross_entropy = ops.SparseSoftmaxCrossEntropyWithLogits()
-
-    def construct(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None):
-        logits = self.lm(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                         position_ids=position_ids)
-        return self.cross_entropy(logits.reshape(-1, logits.shape[-1]).astype(ms.float32),
-                                  labels.reshape(-1).astype(ms.int32))
 
 
 def build_tokenizer(spec: str, text: str):
@@ -109,7 +93,7 @@ def pretrain(args: PretrainArguments, log=print) -> dict:
                            compute_dtype=args.compute_dtype)
         lm = GPTLMHeadModel(config)
         phase("model_init")
-    from ..lora import apply_lora_from_args
+    from ..lora import apply_lora_from_args, save_model
 
     apply_lora_from_args(lm, args, args.init_from)  # lora_r > 0: adapters on init_from's model, the rest frozen
     if lm.config.n_positions < args.block_size:
@@ -169,17 +153,6 @@ def pretrain(args: PretrainArguments, log=print) -> dict:
         summary["phase_seconds"] = phases
         log("phase seconds: " + json.dumps(phases))
     return summary
-
-
-def save_model(model, args) -> None:
-    """model.save_pretrained(output_dir): the full model, or a LoRA run's adapter, or with merge_lora the merged
-    full model."""
-    if getattr(args, "merge_lora", False) and getattr(model, "lora_config", None):
-        from ..lora import merge_lora
-
-        merge_lora(model).save_pretrained(args.output_dir)
-    else:
-        model.save_pretrained(args.output_dir)
 
 
 def sample_text(lm: GPTLMHeadModel, tokenizer, args: PretrainArguments) -> str:

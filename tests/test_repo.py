@@ -35,3 +35,34 @@ def test_no_machine_absolute_paths():
     hits = [f for f in _tracked() if f.endswith((".py", ".md", ".yaml", "Makefile", ".txt"))
             and MACHINE_PREFIX in (ROOT / f).read_text(encoding="utf-8", errors="replace")]
     assert hits == [], f"absolute paths of one machine in {hits}"
+
+
+def test_readme_layout_table_names_every_module():
+    """README's "What is inside" table matches the tree: every module and package under ms_gpt/ is named there
+    (a package by its folder, `ms_gpt/{a,b}.py` lists several files), and every path it names exists."""
+    import os
+    import re
+
+    with open(ROOT / "README.md", encoding="utf-8") as f:
+        readme = f.read()
+    section = readme.split("## What is inside", 1)[1].split("\n## ", 1)[0]
+    named = set()
+    first_cells = [row.split("|")[1] for row in section.splitlines() if row.startswith("| `ms_gpt/")]
+    for path in (p for cell in first_cells for p in re.findall(r"`(ms_gpt/[^`]+)`", cell)):
+        braces = re.fullmatch(r"ms_gpt/\{([^}]+)\}\.py", path)
+        named |= {f"ms_gpt/{name}.py" for name in braces.group(1).split(",")} if braces else {path}
+    for path in named:
+        assert os.path.exists(os.path.join(ROOT, path)), f"README names {path}, which does not exist"
+    package = os.path.join(ROOT, "ms_gpt")
+    missing = []
+    for entry in sorted(os.listdir(package)):
+        full = os.path.join(package, entry)
+        if os.path.isdir(full) and os.path.isfile(os.path.join(full, "__init__.py")):
+            covered = f"ms_gpt/{entry}/" in named or any(n.startswith(f"ms_gpt/{entry}/") for n in named)
+        elif entry.endswith(".py") and entry != "__init__.py":
+            covered = f"ms_gpt/{entry}" in named
+        else:
+            continue
+        if not covered:
+            missing.append(entry)
+    assert missing == [], f"README's 'What is inside' table does not name: {missing}"

@@ -8,20 +8,9 @@
 - `tasks`:    GPT-1 task formats and their readers (csv/json/txt files, IMDB archive, hub datasets).
 - `dialogue`: chit-chat YAML conversations, the held-out split, their encoding, and plain-text streams.
 
-Must not import: engine, recipes (data is below them); compat only where `tasks` opens a hub dataset.
+Training batch sources (`RandomWindows`, `EpochBatches`) implement the engine's `BatchSource` protocol
+(`ms_gpt.engine.trainer`) by shape alone: `next_batch`, `state_dict`, `load_state_dict`.
+
+Must not import (in any data module): ms_gpt.engine, ms_gpt.recipes (data is below them), ms_gpt.compat (except
+`tasks` opening a hub dataset).
 """
-from __future__ import annotations
-
-from typing import Protocol
-
-import numpy as np
-
-
-class BatchSource(Protocol):
-    """What the engine reads training batches from (`RandomWindows`, `EpochBatches`): `next_batch` returns a dict of
-    numpy arrays over the engine's slots; `state_dict` is a JSON-able position saved with every checkpoint, and
-    `load_state_dict` of that state makes a resumed run see the same batches as an uninterrupted one."""
-
-    def next_batch(self) -> dict[str, np.ndarray]: ...
-    def state_dict(self) -> dict: ...
-    def load_state_dict(self, state: dict) -> None: ...

@@ -2,7 +2,7 @@
 in the chat format (`[CLS] t1 [SEP] t2 [SEP] ...`, `ms_gpt.dialogue.encode_dialogue`), and plain-text streams of
 `[CLS] line [SEP]` documents for pretraining. Batching is `data.padding` (`lm_rows`, `EpochBatches`, `eval_batches`).
 
-Must not import: engine, recipes, compat.
+Must not import: ms_gpt.engine, ms_gpt.recipes, ms_gpt.compat.
 """
 from __future__ import annotations
 

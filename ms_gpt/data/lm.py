@@ -2,7 +2,7 @@
 the targets) — pre-shifted, so they carry `targets` (not HF's `labels`): {"input_ids": w[:-1], "targets": w[1:]},
 the batches of `model.NextTokenLoss`.
 
-Must not import: engine, recipes, compat.
+Must not import: ms_gpt.engine, ms_gpt.recipes, ms_gpt.compat.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Padded batches of examples — padding policies, `collate`, the resumable `EpochBatches` and `eval_batches` — for
 every recipe that trains on examples: classification, entailment, similarity, multiple choice and dialogue.
 
-Must not import: engine, recipes, compat (data is below them).
+Must not import: ms_gpt.engine, ms_gpt.recipes, ms_gpt.compat (data is below them).
 
 Every distinct batch shape costs a graph compilation (and on Ascend, static shapes are the rule), so the policy
 decides how many shapes a run produces:

@@ -1,8 +1,8 @@
 """GPT-1 task formats (Radford et al. 2018, figure 1), the readers that feed them, and `Encoded` (token ids of a
 split, what `data.padding` batches).
 
-Must not import: engine, recipes; compat only lazily inside `open_hub_dataset` (mindnlp enters through
-`compat.mindnlp`, and only for hub datasets).
+Must not import: ms_gpt.engine, ms_gpt.recipes; ms_gpt.compat only inside `open_hub_dataset` (mindnlp enters
+through `ms_gpt.compat.mindnlp`, and only for hub datasets).
 
 Every task becomes token sequences framed by three special tokens added to the tokenizer:
 

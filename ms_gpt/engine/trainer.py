@@ -17,7 +17,7 @@ import os
 import shutil
 import time
 from dataclasses import asdict
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Protocol
 
 import numpy as np
 import mindspore as ms
@@ -25,7 +25,6 @@ from mindspore import Tensor, nn, ops
 
 from ..checkpoint import assign_weights
 from ..config import TrainingArguments
-from ..data import BatchSource
 from ..device import DeviceInfo, compiled, enable_compile_cache, setup_device
 from ..paths import atomic_directory, atomic_path
 from .optim import AdamW, lr_schedule
@@ -33,6 +32,17 @@ from .optim import AdamW, lr_schedule
 # Every batch is a dict over these keys (a subset); the compiled step takes them in this order, None where absent
 # (a None slot is a compile-time constant). `labels` are HF's (shifted inside the model's loss); `targets` are the
 # pre-shifted next tokens of LM windows (`data.lm`, `model.NextTokenLoss`).
+class BatchSource(Protocol):
+    """What the engine reads training batches from (implemented in ms_gpt.data: `RandomWindows`, `EpochBatches`):
+    `next_batch` returns a dict of numpy arrays over SLOTS; `state_dict` is a JSON-able position saved with every
+    checkpoint, and `load_state_dict` of that state makes a resumed run see the same batches as an uninterrupted
+    one."""
+
+    def next_batch(self) -> dict[str, np.ndarray]: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
 SLOTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "labels", "targets", "mc_token_ids",
          "mc_labels")
 TRAINING_STATE = "training_state.ckpt"

@@ -7,7 +7,8 @@ trained as a language-model sequence: labels = input_ids, padding = -100 (HF's c
 The held-out split groups conversations by their first turn, so a prompt seen in training never appears among the
 held-out prompts.
 
-Must not import: other recipes, compat (entry points import recipes, never the reverse).
+Must not import: the entry points ms_gpt.pretrain, ms_gpt.finetune, ms_gpt.generate, ms_gpt.chat, ms_gpt.evaluate,
+ms_gpt.demo, ms_gpt.cli (entry points import recipes, never the reverse); ms_gpt.compat.
 
 `python -m ms_gpt.finetune --task dialogue --config configs/gpt2_chitchat_zh.yaml` runs `train_dialogue`.
 """

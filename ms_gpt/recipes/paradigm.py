@@ -6,7 +6,8 @@ it on fresh vs rotten, and fine-tune the same shape from scratch; both held-out 
 2. Supervised fine-tuning of that model on fresh vs rotten — configs/paradigm_finetune.yaml.
 3. The same fine-tune from a random initialisation — configs/paradigm_scratch.yaml.
 
-Must not import: ms_gpt entry points (ms_gpt.pretrain, ms_gpt.finetune, ms_gpt.demo, ...).
+Must not import: the entry points ms_gpt.pretrain, ms_gpt.finetune, ms_gpt.generate, ms_gpt.chat, ms_gpt.evaluate,
+ms_gpt.demo, ms_gpt.cli (entry points import recipes, never the reverse).
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The causal-LM pretraining recipe: a text corpus -> tokenizer -> random windows (`data.lm`) -> the engine around
 `model.NextTokenLoss` -> checkpoint, held-out perplexity and a sample.
 
-Must not import: other recipes, compat (entry points import recipes, never the reverse).
+Must not import: the entry points ms_gpt.pretrain, ms_gpt.finetune, ms_gpt.generate, ms_gpt.chat, ms_gpt.evaluate,
+ms_gpt.demo, ms_gpt.cli (entry points import recipes, never the reverse); ms_gpt.compat.
 """
 from __future__ import annotations
 

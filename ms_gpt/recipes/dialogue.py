@@ -84,21 +84,16 @@ class DialogueArguments(TrainingArguments, LoraArguments):
     chat_repetition_penalty: float = field(default=1.2, metadata={"help": "repetition penalty in the chat evaluation"})
     # fine-tuning defaults: a few epochs rather than a fixed step count
     max_steps: int = -1
-    num_train_epochs: float = field(
-        default=5.0, metadata={"help": "epochs over the training data when max_steps is -1"})
-    learning_rate: float = field(default=5e-4, metadata={"help": "peak learning rate of AdamW"})
+    num_train_epochs: float = 5.0
+    learning_rate: float = 5e-4
     lr_scheduler_type: str = "linear"
-    warmup_ratio: float = field(default=0.05, metadata={"help": "fraction of the steps used for linear warmup"})
-    weight_decay: float = field(
-        default=0.01, metadata={"help": "AdamW decoupled weight decay (not applied to biases and LayerNorm)"})
-    per_device_train_batch_size: int = field(
-        default=16, metadata={"help": "training batch size per device (per micro-batch)"})
-    per_device_eval_batch_size: int = field(default=32, metadata={"help": "evaluation batch size per device"})
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.01
+    per_device_train_batch_size: int = 16
+    per_device_eval_batch_size: int = 32
     eval_steps: int = 0
     logging_steps: int = 10
-    output_dir: str = field(
-        default="runs/gpt2_chitchat_zh",
-        metadata={"help": "directory for checkpoints, metrics.jsonl, the final model and tokenizer"})
+    output_dir: str = "runs/gpt2_chitchat_zh"
 
     def __post_init__(self) -> None:
         super().__post_init__()

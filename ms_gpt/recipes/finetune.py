@@ -97,16 +97,13 @@ class FinetuneArguments(TrainingArguments, LoraArguments):
         default="ms_gpt",
         metadata={"help": "training loop: ms_gpt (compiled engine) | mindnlp (mindnlp's Trainer, PyNative)"})
     # engine defaults changed for fine-tuning (GPT-1 paper: lr 6.25e-5, batch 32, 3 epochs, linear decay)
-    max_steps: int = field(default=-1, metadata={"help": "optimizer steps to train; -1 = derive from num_train_epochs"})
-    num_train_epochs: float = field(
-        default=3.0, metadata={"help": "epochs over the training data when max_steps is -1"})
-    per_device_train_batch_size: int = field(
-        default=32, metadata={"help": "training batch size per device (per micro-batch)"})
-    learning_rate: float = field(default=6.25e-5, metadata={"help": "peak learning rate of AdamW"})
+    max_steps: int = -1
+    num_train_epochs: float = 3.0
+    per_device_train_batch_size: int = 32
+    learning_rate: float = 6.25e-5
     lr_scheduler_type: str = "linear"
-    warmup_ratio: float = field(default=0.002, metadata={"help": "fraction of the steps used for linear warmup"})
-    weight_decay: float = field(
-        default=0.01, metadata={"help": "AdamW decoupled weight decay (not applied to biases and LayerNorm)"})
+    warmup_ratio: float = 0.002
+    weight_decay: float = 0.01
     logging_steps: int = 10
 
 

@@ -29,9 +29,7 @@ from ..device import DeviceInfo, compiled, enable_compile_cache, setup_device
 from ..paths import atomic_directory, atomic_path
 from .optim import AdamW, lr_schedule
 
-# Every batch is a dict over these keys (a subset); the compiled step takes them in this order, None where absent
-# (a None slot is a compile-time constant). `labels` are HF's (shifted inside the model's loss); `targets` are the
-# pre-shifted next tokens of LM windows (`data.lm`, `model.NextTokenLoss`).
+
 class BatchSource(Protocol):
     """What the engine reads training batches from (implemented in ms_gpt.data: `RandomWindows`, `EpochBatches`):
     `next_batch` returns a dict of numpy arrays over SLOTS; `state_dict` is a JSON-able position saved with every
@@ -43,6 +41,9 @@ class BatchSource(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
+# Every batch is a dict over these keys (a subset); the compiled step takes them in this order, None where absent
+# (a None slot is a compile-time constant). `labels` are HF's (shifted inside the model's loss); `targets` are the
+# pre-shifted next tokens of LM windows (`data.lm`, `model.NextTokenLoss`).
 SLOTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "labels", "targets", "mc_token_ids",
          "mc_labels")
 TRAINING_STATE = "training_state.ckpt"

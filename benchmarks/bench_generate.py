@@ -40,8 +40,8 @@ def timed_generation(model, prompt: np.ndarray, new_tokens: int, use_cache: bool
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--new_tokens", type=int, default=256)
-    parser.add_argument("--prompt_len", type=int, default=32)
+    parser.add_argument("--new_tokens", type=int, default=256, help="tokens generated per call (default: 256)")
+    parser.add_argument("--prompt_len", type=int, default=32, help="prompt tokens (default: 32)")
     args = parser.parse_args()
     device = setup_device("auto", seed=0)
     model = GPTLMHeadModel(GPTConfig(**MODEL))

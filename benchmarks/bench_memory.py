@@ -237,7 +237,7 @@ def main() -> None:
     parser.add_argument("--seqs", default="256,512,1024",
                         help="comma-separated lengths run in increasing order at 124M, e.g. 256,512,1024: each "
                              "longer one runs only if the fit of the shorter ones says it fits the memory")
-    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=2, help="sequences per step (default: 2)")
     parser.add_argument("--steps", type=int, default=3, help="steps per run (the first includes compilation)")
     parser.add_argument("--limit_gb", type=float, default=16.0, help="the memory budget a run must fit")
     parser.add_argument("--headroom_gb", type=float, default=3.0, help="MemAvailable left for everything else")

@@ -265,16 +265,21 @@ def bench_pretrain_one_step(opts) -> list:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default=",".join(BENCHES), help=f"comma-separated subset of {BENCHES}")
-    parser.add_argument("--models", default="gpt2,openai-gpt", help="decode: comma-separated subset of "
-                                                                    f"{MODELS}")
-    parser.add_argument("--prompt_len", type=int, default=32)
-    parser.add_argument("--new_tokens", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--train_steps", type=int, default=3)
-    parser.add_argument("--ref_python", default=REF_PYTHON, help="python of the torch + transformers venv")
-    parser.add_argument("--allow_no_torch", action="store_true", help="exit 0 when the reference venv is missing")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=",".join(BENCHES),
+                        help=f"comma-separated subset of {BENCHES} (default: all)")
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help=f"decode: comma-separated subset of {MODELS} (default: both)")
+    parser.add_argument("--prompt_len", type=int, default=32,
+                        help="decode: prompt tokens of the batch-1 row; row i of the batch has 2i fewer (default: 32)")
+    parser.add_argument("--new_tokens", type=int, default=64, help="decode: greedy tokens per call (default: 64)")
+    parser.add_argument("--batch", type=int, default=8, help="decode: rows of the left-padded batch (default: 8)")
+    parser.add_argument("--train_steps", type=int, default=3,
+                        help="train_124m: timed steps after the compiled first one (default: 3)")
+    parser.add_argument("--ref_python", default=REF_PYTHON,
+                        help="python of the torch + transformers venv (default: .venv-ref/bin/python, `make ref`)")
+    parser.add_argument("--allow_no_torch", action="store_true",
+                        help="exit 0 when the reference venv is missing (default: exit 1)")
     opts = parser.parse_args(argv)
     chosen = opts.only.split(",")
     unknown = set(chosen) - set(BENCHES) or set(opts.models.split(",")) - set(MODELS)

@@ -269,7 +269,8 @@ def bench_gpt2_like(quick: bool) -> dict:
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
-    parser.add_argument("--only", default="compiled_vs_pynative,seed_recipe,gpt2_like_vs_torch")
+    parser.add_argument("--only", default="compiled_vs_pynative,seed_recipe,gpt2_like_vs_torch",
+                        help="comma-separated subset of the benchmarks (default: all three)")
     opts = parser.parse_args(argv)
     chosen = opts.only.split(",")
     unknown = set(chosen) - set(TARGETS)

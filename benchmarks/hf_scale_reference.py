@@ -82,13 +82,14 @@ def train(model, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--task", choices=("decode", "train"), required=True)
+    parser.add_argument("--checkpoint", required=True, help="HF-layout model directory (required)")
+    parser.add_argument("--task", choices=("decode", "train"), required=True,
+                        help="greedy decode timing or training-step timing (required)")
     parser.add_argument("--prompts", default="[]", help="JSON list of prompt id lists (decode)")
-    parser.add_argument("--new_tokens", type=int, default=64)
-    parser.add_argument("--block", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--new_tokens", type=int, default=64, help="decode: tokens per call (default: 64)")
+    parser.add_argument("--block", type=int, default=256, help="train: tokens per row (default: 256)")
+    parser.add_argument("--batch", type=int, default=4, help="train: rows per step (default: 4)")
+    parser.add_argument("--steps", type=int, default=3, help="train: timed steps after a warm-up one (default: 3)")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(args.checkpoint, dtype=torch.float32)

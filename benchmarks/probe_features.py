@@ -74,8 +74,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="runs/paradigm/pretrain", help="a pretrained LM directory")
     parser.add_argument("--config", default="configs/paradigm_scratch.yaml", help="the fine-tuning data split")
-    parser.add_argument("--max_train_samples", type=int, default=2560)
-    parser.add_argument("--max_seq_length", type=int, default=64)
+    parser.add_argument("--max_train_samples", type=int, default=2560, help="training rows probed (default: 2560)")
+    parser.add_argument("--max_seq_length", type=int, default=64, help="tokens per row (default: 64)")
     opts = parser.parse_args()
     setup_device("CPU", 0)
     args = parse_config(FinetuneArguments, ["--config", resolve_path(opts.config), "--output_dir=runs/probe",

@@ -161,17 +161,18 @@ def measure(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=("seed", "standard"), default="seed")
-    parser.add_argument("--vocab", type=int, default=65)
-    parser.add_argument("--block", type=int, default=32)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--model", choices=("seed", "standard"), default="seed",
+                        help="the seed's per-head code or a fused GPT (default: seed)")
+    parser.add_argument("--vocab", type=int, default=65, help="vocabulary size (default: 65)")
+    parser.add_argument("--block", type=int, default=32, help="tokens per row (default: 32)")
+    parser.add_argument("--batch", type=int, default=16, help="rows per step (default: 16)")
+    parser.add_argument("--layers", type=int, default=4, help="transformer blocks (default: 4)")
+    parser.add_argument("--heads", type=int, default=4, help="attention heads (default: 4)")
+    parser.add_argument("--dim", type=int, default=64, help="hidden size (default: 64)")
     parser.add_argument("--steps", type=int, default=20, help="training steps per timed round")
     parser.add_argument("--eval-batches", type=int, default=20, help="evaluation batches per timed round")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (default: 5)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed warm-up steps (default: 5)")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch's default)")
     print(json.dumps(measure(parser.parse_args())))
 

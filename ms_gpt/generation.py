@@ -1,10 +1,11 @@
 """Text generation for `GPTLMHeadModel`: greedy and sampled decoding with a static KV cache.
 
 The KV cache of a batch size is a set of Parameters with n_positions + PREFILL_CHUNK slots, written in place (only
-the new slots move). The prompt enters it in PREFILL_CHUNK-token chunks and each new token in a one-token step (one
-graph attending to the first DECODE_WINDOW slots for calls that fit, one to all), so these graphs are compiled once
-per batch size, on its first call, and reused by every later call, whatever its prompt length or max_new_tokens (a
-chat's turns included). Greedy decoding takes the argmax in the graph; other
+the new slots move). The prompt enters it in PREFILL_CHUNK-token chunks and each new token in a one-token step that
+attends to the first W slots only, W = the call's prompt + new tokens rounded up to WINDOW_STEP: on CPU and GPU one
+graph whose window axis is dynamic serves every W; on Ascend (static shapes) one graph per window in
+STATIC_WINDOWS. These graphs are compiled once per batch size, on its first call, and reused by every later call,
+whatever its prompt length or max_new_tokens (a chat's turns included). Greedy decoding takes the argmax in the graph; other
 token choice (repetition penalty, temperature, top-k, top-p, sampling) runs on the host with a seeded numpy
 Generator on the step's logits, so a seed gives the same text on every device.
 
@@ -26,12 +27,14 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
+import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
 from .device import compiled, graph_mode
 
 PREFILL_CHUNK = 32  # the prompt enters the cache in chunks of this many tokens (one compiled prefill shape)
-DECODE_WINDOW = 256  # a second decode step attends to this many cache slots only (calls that fit in it)
+WINDOW_STEP = 32  # a decode step attends to the first W cache slots, W a multiple of this (dynamic window axis)
+STATIC_WINDOWS = (256,)  # static-shape devices: one decode graph per window here, plus one over all slots
 CACHE_BUCKET = 64  # the no-cache path runs windows of a multiple of this, capped at n_positions
 IdsLike = Union[np.ndarray, Sequence[Sequence[int]], Sequence[int], Tensor]
 
@@ -71,16 +74,16 @@ class _CachedStep(_ModelStep):
     row `last_index` of the T. T = PREFILL_CHUNK for the prompt (chunk by chunk), T = 1 for a decode step; the
     greedy choice is made in the graph so that greedy decoding copies B ids to the host, not B x V logits."""
 
-    def __init__(self, model, cache: _KVCache, window: Optional[int] = None):
+    def __init__(self, model, cache: _KVCache):
         super().__init__(model)
         self.keys, self.values = cache.keys, cache.values
         self.n_layer = len(cache.keys)
-        self.window = window  # attend to the first `window` slots only (None = all)
 
-    def construct(self, input_ids, position_ids, cache_mask, cache_position, last_index):
+    def construct(self, input_ids, position_ids, cache_mask, cache_position, last_index, window_slots=None):
+        """cache_mask [B, W] over the attended slots; window_slots int32 [W] = 0..W-1 (None: all slots)."""
         past = tuple((self.keys[i], self.values[i]) for i in range(self.n_layer))
         hidden, _ = self.model.transformer(input_ids, cache_mask, None, position_ids, past, cache_position, True,
-                                           self.window)
+                                           window_slots)
         if hidden.shape[1] > 1:
             hidden = ops.gather(hidden, last_index, 1)
         logits = self.model.logits(hidden)
@@ -115,29 +118,32 @@ class _CompiledSteps:
         self.forward = compiled(self.forward_cell)
 
     def cached(self, batch: int):
-        """(prefill, {window: decode}, cache slots) for this batch size. The cache Parameters are made and the
-        decode steps compiled on first use: one decode step attends to the first DECODE_WINDOW slots (a short
-        generation reads a quarter of a GPT-2 cache per token), one to all; compiling both now keeps a later, longer
-        call from stalling on a compile."""
+        """(prefill, decode, windows, cache slots) for this batch size. The cache Parameters are made and the decode
+        step compiled on first use, so that a later, longer call does not stall on a compile: on CPU / GPU one graph
+        with a dynamic window axis (any W), on static-shape devices one graph per window in `windows`."""
         if batch not in self.by_batch:
             cache = _KVCache(self.model.config, batch)
-            windows = sorted({min(DECODE_WINDOW, cache.slots), cache.slots})
-            cells = (_CachedStep(self.model, cache),) + tuple(_CachedStep(self.model, cache, w) for w in windows)
+            cells = (_CachedStep(self.model, cache), _CachedStep(self.model, cache))
             steps = tuple(compiled(cell) for cell in cells)
-            dummy = (_i32(np.zeros((batch, 1))), _i32(np.zeros((batch, 1))), _i32(np.zeros((batch, cache.slots))),
-                     _i32([cache.slots - 1]), _i32([0]))
+            static = _static_shapes()
+            windows = sorted({min(w, cache.slots) for w in STATIC_WINDOWS} | {cache.slots}) if static else None
+            decode = cells[1]
             with graph_mode():
-                for cell in cells[1:]:
-                    cell.compile(*dummy)
-            self.by_batch[batch] = (cells, (steps[0], dict(zip(windows, steps[1:]))), cache.slots)
-        _, (prefill, decode), slots = self.by_batch[batch]
-        return prefill, decode, slots
+                if static:
+                    for w in windows:
+                        decode.compile(*_decode_inputs(batch, w))
+                else:
+                    decode.set_inputs(*_decode_inputs(batch, None))
+                    decode.compile(*_decode_inputs(batch, WINDOW_STEP))
+            self.by_batch[batch] = (cells, steps, windows, cache.slots)
+        _, (prefill, decode), windows, slots = self.by_batch[batch]
+        return prefill, decode, windows, slots
 
     @property
     def counts(self) -> dict:
-        cells = [cells for cells, _, _ in self.by_batch.values()]
+        cells = [cells for cells, _, _, _ in self.by_batch.values()]
         return {"prefill": sum(len(c[0].compile_cache) for c in cells),
-                "decode": sum(len(cell.compile_cache) for c in cells for cell in c[1:]),
+                "decode": sum(len(c[1].compile_cache) for c in cells),
                 "forward": len(self.forward_cell.compile_cache)}
 
 
@@ -303,6 +309,21 @@ def _i32(array) -> Tensor:
     return Tensor(np.ascontiguousarray(array, dtype=np.int32))
 
 
+def _static_shapes() -> bool:
+    """Whether the device compiles static shapes only (Ascend): then no graph with a dynamic window axis."""
+    return ms.get_context("device_target") == "Ascend"
+
+
+def _decode_inputs(batch: int, window: Optional[int]) -> tuple:
+    """Placeholder inputs of a one-token decode step attending to `window` slots (None: the dynamic-window spec)."""
+    if window is None:
+        return (Tensor(shape=[batch, 1], dtype=ms.int32), Tensor(shape=[batch, 1], dtype=ms.int32),
+                Tensor(shape=[batch, None], dtype=ms.int32), Tensor(shape=[1], dtype=ms.int32),
+                Tensor(shape=[1], dtype=ms.int32), Tensor(shape=[None], dtype=ms.int32))
+    return (_i32(np.zeros((batch, 1))), _i32(np.zeros((batch, 1))), _i32(np.zeros((batch, window))),
+            _i32([window - 1]), _i32([0]), _i32(np.arange(window)))
+
+
 # ---- decoders: prompt in, logits of the next position out -------------------------------------------------------
 class _CachedDecoder:
     """Feed the prompt into the static cache chunk by chunk, then one token per step.
@@ -316,9 +337,11 @@ class _CachedDecoder:
     def __init__(self, steps: _CompiledSteps, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int,
                  n_positions: int):
         batch, width = ids.shape
-        self.prefill, decoders, slots = steps.cached(batch)
+        self.prefill, self.decode, windows, slots = steps.cached(batch)
         # the smallest window holding every slot this call attends to (the last new token is never fed back)
-        self.decode = decoders[min(w for w in decoders if w >= width + max_new_tokens - 1)]
+        needed = width + max_new_tokens - 1
+        window = min(_round_up(needed, WINDOW_STEP), slots) if windows is None else min(w for w in windows
+                                                                                         if w >= needed)
         chunks = _round_up(width, PREFILL_CHUNK)
         self.ids = np.pad(ids, ((0, 0), (0, chunks - width)))
         self.positions = np.pad(position_ids_from_mask(mask), ((0, 0), (0, chunks - width)))
@@ -326,6 +349,8 @@ class _CachedDecoder:
         cache_mask = np.ones((batch, slots), dtype=np.int32)
         cache_mask[:, :width] = mask
         self.cache_mask = _i32(cache_mask)
+        self.window_mask = _i32(cache_mask[:, :window])
+        self.window_slots = _i32(np.arange(window))
         self.width = width
         self.next_position = mask.sum(axis=1)  # position id of the next token, per row
         self.slot = width  # cache slot of the next token
@@ -340,8 +365,8 @@ class _CachedDecoder:
         return out
 
     def advance(self, tokens: np.ndarray):
-        out = self.decode(_i32(tokens[:, None]), _i32(self.next_position[:, None]), self.cache_mask,
-                          _i32([self.slot]), _i32([0]))
+        out = self.decode(_i32(tokens[:, None]), _i32(self.next_position[:, None]), self.window_mask,
+                          _i32([self.slot]), _i32([0]), self.window_slots)
         self.slot += 1
         self.next_position = self.next_position + 1
         return out

@@ -360,8 +360,9 @@ class GPTModel(GPTPreTrainedModel):
         Decoding with a static cache: `past_key_values` is a tuple of (k, v) per layer, each a Parameter
         [B * H * L, D] (row (b * H + h) * L + slot) that is updated in place; `cache_position` an int32 tensor [1]
         with the slot of the first of the T new tokens (they go to slots cache_position .. cache_position + T - 1;
-        token t sees the slots up to its own that `attention_mask` marks real). `cache_window` (a Python int) limits attention to the first
-        cache_window slots (None = all), so a decode step reads only the part of the cache it needs. Returns (hidden,
+        token t sees the slots up to its own that `attention_mask` marks real). `cache_window` (int32 [W], the slot
+        ids 0..W-1; W may be a dynamic axis) limits attention to the first W slots, with `attention_mask` [B, W]
+        over them (None = all slots), so a decode step reads only the part of the cache it needs. Returns (hidden,
         presents) when use_cache or past_key_values is given, else hidden.
         """
         batch, seq = input_ids.shape
@@ -380,16 +381,12 @@ class GPTModel(GPTPreTrainedModel):
             slots = past_key_values[0][0].shape[0] // (batch * heads)
             new_slots = cache_position + ops.arange(seq, dtype=ms.int32)  # [T]
             rows = ops.arange(batch * heads, dtype=ms.int32).reshape(batch, heads, 1) * slots
-            if cache_window is not None and cache_window < slots:
-                slots = cache_window
-                if attention_mask is not None:
-                    attention_mask = attention_mask[:, :slots]
-            slot_ids = ops.arange(slots, dtype=ms.int32)
+            slot_ids = ops.arange(slots, dtype=ms.int32) if cache_window is None else cache_window
             cache_write = ((rows + new_slots.reshape(1, 1, seq)).reshape(-1),
-                           (rows + slot_ids.reshape(1, 1, slots)).reshape(-1))
-            visible = (slot_ids.reshape(1, slots) <= new_slots.reshape(seq, 1)).reshape(1, 1, seq, slots)
+                           (rows + slot_ids.reshape(1, 1, -1)).reshape(-1))
+            visible = (slot_ids.reshape(1, -1) <= new_slots.reshape(seq, 1)).reshape(1, 1, seq, -1)
             if attention_mask is not None:
-                visible = ops.logical_and(visible, attention_mask.astype(ms.bool_).reshape(batch, 1, 1, slots))
+                visible = ops.logical_and(visible, attention_mask.astype(ms.bool_).reshape(batch, 1, 1, -1))
             mask = visible
             if position_ids is None:
                 position_ids = new_slots.reshape(1, seq)

@@ -195,20 +195,44 @@ def test_any_prompt_length_reuses_the_first_generations_graphs():
     assert compile_counts(model) == {"prefill": 2, "decode": 2, "forward": 1}
 
 
-def test_short_and_long_calls_use_the_windowed_and_the_full_decode_step():
-    """With more cache slots than DECODE_WINDOW, the first call compiles both decode steps (the windowed one reads only
-    the first DECODE_WINDOW slots); calls that fit the window and calls that do not both match the no-cache path, and
-    none compiles anything more."""
+def test_every_window_runs_on_one_decode_graph_and_matches_the_no_cache_path():
+    """On CPU / GPU the decode step's window axis is dynamic: calls attending to 32, 64, ... or all cache slots run
+    on the one graph compiled on the first call, and each matches the no-cache path."""
     from ms_gpt.config import GPTConfig
-    from ms_gpt.generation import DECODE_WINDOW
+    from ms_gpt.generation import WINDOW_STEP
 
-    config = GPTConfig(vocab_size=97, n_positions=DECODE_WINDOW + 40, n_embd=32, n_layer=1, n_head=2, resid_pdrop=0.0,
-                       embd_pdrop=0.0, attn_pdrop=0.0)
+    config = GPTConfig(vocab_size=97, n_positions=8 * WINDOW_STEP + 8, n_embd=32, n_layer=1, n_head=2,
+                       resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     model = GPTLMHeadModel(config)
     rng = np.random.default_rng(2)
     short = generate(model, rng.integers(0, 97, (1, 20)), max_new_tokens=8, eos_token_id=[])
+    assert compile_counts(model) == {"prefill": 1, "decode": 1, "forward": 0}
+    for prompt_len, new in ((WINDOW_STEP + 3, 40), (5 * WINDOW_STEP, 20), (config.n_positions - 30, 30)):
+        prompt = rng.integers(0, 97, (1, prompt_len))
+        cached = generate(model, prompt, max_new_tokens=new, eos_token_id=[])
+        np.testing.assert_array_equal(cached, generate(model, prompt, max_new_tokens=new, eos_token_id=[],
+                                                       use_cache=False))
+    counts = compile_counts(model)  # "forward" counts the no-cache references
+    assert (counts["prefill"], counts["decode"]) == (1, 1)
+    np.testing.assert_array_equal(short, generate(model, short[:, :20], max_new_tokens=8, eos_token_id=[],
+                                                  use_cache=False))
+
+
+def test_static_shape_devices_compile_one_decode_graph_per_window(monkeypatch):
+    """Ascend runs static shapes: the first call compiles one decode graph per window in STATIC_WINDOWS plus one over
+    all slots, and calls on either side of a window use them without compiling more."""
+    from ms_gpt import generation
+    from ms_gpt.config import GPTConfig
+
+    monkeypatch.setattr(generation, "_static_shapes", lambda: True)
+    window = generation.STATIC_WINDOWS[0]
+    config = GPTConfig(vocab_size=97, n_positions=window + 40, n_embd=32, n_layer=1, n_head=2, resid_pdrop=0.0,
+                       embd_pdrop=0.0, attn_pdrop=0.0)
+    model = GPTLMHeadModel(config)
+    rng = np.random.default_rng(3)
+    short = generate(model, rng.integers(0, 97, (1, 20)), max_new_tokens=8, eos_token_id=[])
     assert compile_counts(model) == {"prefill": 1, "decode": 2, "forward": 0}
-    long_prompt = rng.integers(0, 97, (1, DECODE_WINDOW - 10))  # + 30 new tokens: past the window
+    long_prompt = rng.integers(0, 97, (1, window - 10))  # + 30 new tokens: past the window
     long = generate(model, long_prompt, max_new_tokens=30, eos_token_id=[])
     assert compile_counts(model) == {"prefill": 1, "decode": 2, "forward": 0}
     np.testing.assert_array_equal(long, generate(model, long_prompt, max_new_tokens=30, eos_token_id=[],

@@ -66,3 +66,16 @@ def test_readme_layout_table_names_every_module():
         if not covered:
             missing.append(entry)
     assert missing == [], f"README's 'What is inside' table does not name: {missing}"
+
+
+def test_every_benchmark_option_has_help_text():
+    """`--help` of each benchmarks/*.py script explains every option (each add_argument call carries help=...)."""
+    import ast
+
+    missing = []
+    for script in sorted((ROOT / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(script.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
+                if not any(k.arg == "help" for k in node.keywords):
+                    missing.append(f"{script.name}:{node.lineno}")
+    assert missing == [], f"options without help text: {missing}"

@@ -62,6 +62,7 @@ $(REF_VENV)/.installed: benchmarks/requirements-ref.txt
 bench: venv ref
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_generate.py
+	$(PY) benchmarks/bench_decode_window.py
 	$(PY) benchmarks/bench_scale.py --ref_python $(REF_PY)
 
 clean:

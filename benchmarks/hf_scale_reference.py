@@ -7,7 +7,8 @@ ms_gpt). Prints one JSON line.
 decode: greedy generation (eos disabled) of the checkpoint, batch 1 and a left-padded batch, each run once to warm up
 and once timed; per-token time is the median gap between two new tokens, first_token_s the time to the first one;
 `new_length_first_token_s` is a call with a prompt length not seen before. The greedy ids are returned for the
-equality check. train: AdamW steps (lr 1e-4, no dropout) on random windows; the fastest step of `--steps`.
+equality check. `matmul_floor_ms_batch1` / `_batchN`: torch doing only the weight products of one decode step (the
+same ones bench_scale's MindSpore floor does) for 1 and N rows. train: AdamW steps (lr 1e-4, no dropout) on random windows; the fastest step of `--steps`.
 """
 import argparse
 import json
@@ -42,6 +43,29 @@ def timed_generate(model, ids, mask, new_tokens):
             "ids": out[:, ids.shape[1]:].tolist()}
 
 
+def matmul_floor_ms(model, rows: int, calls: int = 30) -> float:
+    """Median ms of torch multiplying a `rows`-row input by every 2-D weight but the position table (Conv1D
+    [in, out]; the token table [vocab, C] as the LM head, x @ W^T)."""
+    vocab = model.config.vocab_size
+    weights = [p for name, p in model.named_parameters() if p.dim() == 2 and "wpe" not in name
+               and "positions_embed" not in name]
+    x = torch.ones(rows, max(max(w.shape) for w in weights))
+
+    def step():
+        total = 0.0
+        for w in weights:
+            total += (x[:, :w.shape[1]] @ w.t()).sum() if w.shape[0] == vocab else (x[:, :w.shape[0]] @ w).sum()
+        return float(total)
+
+    times = []
+    with torch.no_grad():
+        for i in range(calls + 3):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times[3:]))
+
+
 def decode(model, args):
     model.generation_config.eos_token_id = None  # every run produces new_tokens tokens
     rows = json.loads(args.prompts)
@@ -55,6 +79,8 @@ def decode(model, args):
     longer = np.array([rows[0] + rows[0][:13]], dtype=np.int64)
     new_len = timed_generate(model, longer, np.ones_like(longer), 5)
     results["new_length_first_token_s"] = new_len["first_token_s"]
+    for count in (1, len(rows)):
+        results[f"matmul_floor_ms_batch{count}"] = matmul_floor_ms(model, count)
     return results
 
 

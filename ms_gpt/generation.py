@@ -86,7 +86,7 @@ class _CachedStep(_ModelStep):
                                            window_slots)
         if hidden.shape[1] > 1:
             hidden = ops.gather(hidden, last_index, 1)
-        logits = self.model.logits(hidden)
+        logits = self.model.logits(hidden, True)
         logits = logits.reshape(logits.shape[0], -1)
         return ops.argmax(logits, -1), logits
 

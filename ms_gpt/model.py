@@ -25,6 +25,7 @@ from .config import GPTConfig
 
 _MS_DTYPES = {"float32": ms.float32, "float16": ms.float16, "bfloat16": ms.bfloat16}
 IGNORE_INDEX = -100  # the label the loss skips (HF's value); the one definition, data and recipes import it
+HEAD_FEW_ROWS = 16  # decode-step logits of at most this many rows take the table-first MatMul
 
 
 def normal_weight(shape: tuple, std: float) -> Parameter:
@@ -448,16 +449,27 @@ class GPTLMHeadModel(GPTPreTrainedModel):
         self.transformer = GPTModel(config)
         self.compute_dtype = _MS_DTYPES[config.compute_dtype]
         self.matmul_t = ops.MatMul(transpose_b=True)
+        self.matmul = ops.MatMul()
 
-    def logits(self, hidden):
+    def logits(self, hidden, decoding: bool = False):
+        """hidden [..., C] -> logits [..., vocab] against the tied token table. `decoding` (static shapes, a few rows:
+        generate()'s steps) multiplies table-first."""
         table = self.transformer.token_embedding().weight
         lead = hidden.shape[:-1]
-        h2d = hidden.reshape(-1, hidden.shape[-1])
+        width = hidden.shape[-1]
+        h2d = hidden.reshape(-1, width)
+        rows = h2d.shape[0]
         if self.compute_dtype != ms.float32:
             h2d = h2d.astype(self.compute_dtype)
             table = table.astype(self.compute_dtype)
-        out = self.matmul_t(h2d, table).astype(ms.float32)
-        return out.reshape(lead + (out.shape[-1],))
+        if decoding and rows <= HEAD_FEW_ROWS:
+            # decoding (a few rows): table @ h^T, then transposed back. MindSpore 2.7 CPU's MatMul reads the
+            # [vocab, C] table faster so than as h @ table^T (GPT-2, 8 rows: 14.7 vs 17.2 ms; 1 row: equal)
+            out = self.matmul(table, h2d.reshape(width, 1) if rows == 1 else h2d.T)
+            out = out.reshape(1, -1) if rows == 1 else out.T
+        else:
+            out = self.matmul_t(h2d, table)
+        return out.astype(ms.float32).reshape(lead + (out.shape[-1],))
 
     def construct(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
                   past_key_values=None, cache_position=None, use_cache=False):

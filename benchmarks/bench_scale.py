@@ -118,13 +118,12 @@ def weight_read_floor_ms(model, rows: int = 1, calls: int = 30) -> float:
             self.widest = max(max(p.shape) for p in self.weights)
             self.vocab = model.config.vocab_size
             self.matmul = ops.MatMul()
-            self.matmul_t = ops.MatMul(transpose_b=True)
 
         def construct(self, x):
             total = ops.zeros((), ms.float32)
             for w in self.weights:
-                if w.shape[0] == self.vocab:  # the token table [vocab, C] read as the LM head: x @ w^T
-                    total = total + self.matmul_t(x[:, :w.shape[1]], w).sum()
+                if w.shape[0] == self.vocab:  # the token table [vocab, C] as the LM head, table-first as decoding
+                    total = total + self.matmul(w, x[:, :w.shape[1]].T).sum()
                 else:  # Conv1D [in, out]
                     total = total + self.matmul(x[:, :w.shape[0]], w).sum()
             return total

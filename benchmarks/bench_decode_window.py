@@ -34,13 +34,23 @@ def main(argv=None) -> int:
                         help="new tokens per 32-token-prompt call (the 300-token prompt gets half) (default: 64)")
     parser.add_argument("--model", default="gpt2", help="ms_gpt.config.preset name (default: gpt2, GPT-2 124M)")
     opts = parser.parse_args(argv)
+    if opts.rounds < 1 or opts.new_tokens < 4:
+        parser.error(f"--rounds must be >= 1 and --new_tokens >= 4 (ms/token is a gap between two new tokens); "
+                     f"got --rounds={opts.rounds} --new_tokens={opts.new_tokens}")
+    try:
+        config = preset(opts.model)
+    except ValueError as err:
+        parser.error(f"--model: {err}")
+    if config.n_positions < 300 + opts.new_tokens // 2:
+        parser.error(f"--model {opts.model}: n_positions {config.n_positions} is too short for the 300-token prompt "
+                     f"+ {opts.new_tokens // 2} new tokens")
 
     setup_device("CPU", seed=0)
-    models = {"dynamic": GPTLMHeadModel(preset(opts.model))}
+    models = {"dynamic": GPTLMHeadModel(config)}
     setup_device("CPU", seed=0)
     models["static_pair"] = GPTLMHeadModel(preset(opts.model))
     rng = np.random.default_rng(0)
-    vocab = preset(opts.model).vocab_size
+    vocab = config.vocab_size
     rows = [rng.integers(0, vocab, 32 - 2 * i).tolist() for i in range(8)]
     cases = {"batch1": (rows[:1], opts.new_tokens), "batch8": (rows, opts.new_tokens),
              "prompt300_batch1": ([rng.integers(0, vocab, 300).tolist()], opts.new_tokens // 2)}

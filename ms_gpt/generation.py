@@ -5,9 +5,9 @@ the new slots move). The prompt enters it in PREFILL_CHUNK-token chunks and each
 attends to the first W slots only, W = the call's prompt + new tokens rounded up to WINDOW_STEP: on CPU and GPU one
 graph whose window axis is dynamic serves every W; on Ascend (static shapes) one graph per window in
 STATIC_WINDOWS. These graphs are compiled once per batch size, on its first call, and reused by every later call,
-whatever its prompt length or max_new_tokens (a chat's turns included). Greedy decoding takes the argmax in the graph; other
-token choice (repetition penalty, temperature, top-k, top-p, sampling) runs on the host with a seeded numpy
-Generator on the step's logits, so a seed gives the same text on every device.
+whatever its prompt length or max_new_tokens (a chat's turns included). Greedy decoding takes the argmax in the
+graph; other token choice (repetition penalty, temperature, top-k, top-p, sampling) runs on the host with a seeded
+numpy Generator on the step's logits, so a seed gives the same text on every device.
 
 Layout of a batch (HF conventions): rows are LEFT-padded, `attention_mask` is 1 on real tokens, and position ids are
 `cumsum(mask) - 1`, so every row's first real token sits at position 0 whatever its padding.
@@ -86,7 +86,7 @@ class _CachedStep(_ModelStep):
                                            window_slots)
         if hidden.shape[1] > 1:
             hidden = ops.gather(hidden, last_index, 1)
-        logits = self.model.logits(hidden, True)
+        logits = self.model.logits(hidden, decoding=True)
         logits = logits.reshape(logits.shape[0], -1)
         return ops.argmax(logits, -1), logits
 

@@ -82,13 +82,20 @@ class _CachedStep(_ModelStep):
     def construct(self, input_ids, position_ids, cache_mask, cache_position, last_index, window_slots=None):
         """cache_mask [B, W] over the attended slots; window_slots int32 [W] = 0..W-1 (None: all slots)."""
         past = tuple((self.keys[i], self.values[i]) for i in range(self.n_layer))
-        hidden, _ = self.model.transformer(input_ids, cache_mask, None, position_ids, past, cache_position, True,
-                                           window_slots)
-        if hidden.shape[1] > 1:
-            hidden = ops.gather(hidden, last_index, 1)
-        logits = self.model.logits(hidden, decoding=True)
-        logits = logits.reshape(logits.shape[0], -1)
-        return ops.argmax(logits, -1), logits
+        return cached_step(self.model, past, input_ids, position_ids, cache_mask, cache_position, last_index,
+                           window_slots)
+
+
+def cached_step(model, past, input_ids, position_ids, cache_mask, cache_position, last_index, window_slots=None):
+    """The body of a cached prefill / decode step over the caches `past` ((key, value) per layer, written in place):
+    (greedy ids [B], logits [B, V]). Shared by `_CachedStep` and the exported MindIR graphs (`ms_gpt.exporter`)."""
+    hidden, _ = model.transformer(input_ids, cache_mask, None, position_ids, past, cache_position, True,
+                                  window_slots)
+    if hidden.shape[1] > 1:
+        hidden = ops.gather(hidden, last_index, 1)
+    logits = model.logits(hidden, decoding=True)
+    logits = logits.reshape(logits.shape[0], -1)
+    return ops.argmax(logits, -1), logits
 
 
 class _Forward(_ModelStep):
@@ -604,8 +611,10 @@ def generate_text(model, tokenizer, prompt: str, max_new_tokens: Optional[int] =
         if eos is None and not stops:
             eos = tokenizer.eos_token_id
         eos = stops + _token_set(eos, "eos_token_id", model.config.vocab_size)
-    out = generate(model, np.asarray([ids]), max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
-                   eos_token_id=eos, **generate_kwargs)
+    # an exported model (ms_gpt.exported.MindIRGenerator) decodes with its own graphs, under generate()'s contract
+    run = getattr(model, "generate_ids", None) or (lambda *args, **kwargs: generate(model, *args, **kwargs))
+    out = run(np.asarray([ids]), max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
+              eos_token_id=eos, **generate_kwargs)
     stops = set(_token_set(eos, "eos_token_id", model.config.vocab_size))
     texts = []
     for row in out[:, len(ids):]:

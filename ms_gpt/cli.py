@@ -45,3 +45,8 @@ def chat() -> int:
 def evaluate() -> int:
     from .evaluate import main
     return run(main)
+
+
+def export() -> int:
+    from .export import main
+    return run(main)

@@ -156,7 +156,7 @@ def export_model(model_dir: str, output_dir: str, batch_sizes: Sequence[int] = (
 
     `batch_sizes`: the batch gears; `max_length`: the longest prompt + new tokens served (default n_positions; the
     cache has max_length + PREFILL_CHUNK slots, as generate()'s has n_positions + PREFILL_CHUNK); `windows`: the
-    decode window gears (those below the slot count; the full cache is always one more gear); `dtype`: the compute
+    decode window gears (those below max_length; max_length itself is always one more gear); `dtype`: the compute
     dtype (float32 | float16 | bfloat16; None = config.json's). Returns the export_config written."""
     batch_sizes = _parse_ints(batch_sizes, "batch_sizes")
     windows = _parse_ints(windows, "windows")
@@ -169,7 +169,9 @@ def export_model(model_dir: str, output_dir: str, batch_sizes: Sequence[int] = (
     if not 1 < max_length <= config.n_positions:
         raise ValueError(f"--max_length {max_length}: must be in [2, n_positions={config.n_positions}]")
     slots = max_length + PREFILL_CHUNK
-    gears = sorted({w for w in windows if w < slots} | {slots})
+    # a call attends to at most max_length - 1 slots (its last new token is never fed back), so the largest gear is
+    # max_length, not the whole cache (generate()'s Ascend set ends at the whole cache: the same result, more reads)
+    gears = sorted({w for w in windows if w < max_length} | {max_length})
     heads, head_dim, n_layer = config.n_head, config.head_dim, config.n_layer
     graphs = []
     with atomic_directory(output_dir, merge=True, last=(EXPORT_CONFIG,)) as tmp:

@@ -39,9 +39,13 @@ def main(argv=None) -> list[str]:
                          "hub name")
 
     from ms_gpt.device import setup_device
+    from ms_gpt.exported import is_exported_dir, load_exported
 
     setup_device(args.device_target)
-    model, tokenizer = args.load()
+    if is_exported_dir(args.model):  # written by python -m ms_gpt.export: decode with its MindIR graphs alone
+        model, tokenizer = load_exported(args.model)
+    else:
+        model, tokenizer = args.load()
     texts = generate_text(model, tokenizer, args.prompt, **args.generate_kwargs())
     for i, text in enumerate(texts):
         if len(texts) > 1:

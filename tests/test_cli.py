@@ -25,6 +25,8 @@ def _options_class(command: str):
         from ms_gpt.evaluation import EvaluateArguments as cls
     elif command == "demo":
         from ms_gpt.recipes.paradigm import DemoArguments as cls
+    elif command == "export":
+        from ms_gpt.export import ExportArguments as cls
     else:
         from ms_gpt.chat import ChatArguments as cls
     return cls
@@ -39,7 +41,7 @@ def _help(command: str, argv: list, capsys) -> str:
     return capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command", ["pretrain", "finetune", "generate", "chat", "evaluate", "demo"])
+@pytest.mark.parametrize("command", ["pretrain", "finetune", "generate", "chat", "evaluate", "demo", "export"])
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help_lists_every_option_with_type_default_and_meaning(command, flag, capsys):
     text = _help(command, [flag], capsys)
@@ -91,7 +93,7 @@ def test_console_scripts_do_what_python_m_does():
     import tomllib
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    commands = ["pretrain", "finetune", "generate", "chat", "evaluate"]
+    commands = ["pretrain", "finetune", "generate", "chat", "evaluate", "export"]
     assert scripts == {f"ms-gpt-{c}": f"ms_gpt.cli:{c}" for c in commands}
     env = dict(os.environ, PYTHONPATH=str(ROOT), GLOG_v="3")
     # what the installed `ms-gpt-generate` wrapper runs: sys.exit(<entry point>())

@@ -51,6 +51,10 @@ RULES = {
     "ms_gpt.engine": Rule(forbid=("ms_gpt.recipes", "ms_gpt.data", "ms_gpt.compat", "ms_gpt.tokenizers")),
     "ms_gpt.data": Rule(forbid=("ms_gpt.engine", "ms_gpt.recipes", "ms_gpt.compat")),
     "ms_gpt.generation": Rule(forbid=("ms_gpt.engine", "ms_gpt.data", "ms_gpt.recipes", "ms_gpt.compat")),
+    "ms_gpt.exporter": Rule(forbid=("ms_gpt.engine", "ms_gpt.data", "ms_gpt.recipes", "ms_gpt.compat")),
+    # the MindIR runner reads only the exported files: no model code, no source weights
+    "ms_gpt.exported": Rule(forbid=("ms_gpt.model", "ms_gpt.checkpoint", "ms_gpt.lora", "ms_gpt.engine", "ms_gpt.data",
+                                    "ms_gpt.recipes", "ms_gpt.compat")),
     "ms_gpt.dialogue": Rule(forbid=("ms_gpt.engine", "ms_gpt.recipes", "ms_gpt.compat")),
     "ms_gpt.evaluation": Rule(forbid=("ms_gpt.engine", "ms_gpt.recipes", "ms_gpt.compat")),
     "ms_gpt.recipes": Rule(forbid=ENTRY_POINTS + ("ms_gpt.cli",)),
@@ -59,6 +63,7 @@ RULES = {
     "ms_gpt.recipes.dialogue": Rule(forbid=ENTRY_POINTS + ("ms_gpt.cli", "ms_gpt.compat")),
     "ms_gpt.cli": Rule(forbid=ENTRY_FORBID),
     **{name: Rule(forbid=ENTRY_FORBID) for name in ENTRY_POINTS},
+    "ms_gpt.export": Rule(forbid=ENTRY_FORBID),  # an entry point (the recipes never run it)
 }
 # Third-party libraries: mindnlp only through ms_gpt.compat.mindnlp; torch and transformers never (reference only).
 THIRD_PARTY = {"mindnlp": "ms_gpt.compat.mindnlp", "torch": None, "transformers": None, "peft": None}

@@ -16,10 +16,11 @@ Why the KV cache is a graph INPUT updated in place (not a graph output, not a Pa
 the cache of a batch size is one set of tensors (`kv_cache.b{B}.{layer}.key/value`, [B * H * slots, D] float32)
 that the prefill graph and every decode window gear of that batch size must read and write. MindSpore passes a
 Parameter given as a graph input by reference: the graph's ScatterUpdate writes the new rows into the caller's
-tensor, as generate()'s compiled steps write their cache Parameters, so only the new slots move (measured here: a
-loaded `nn.GraphCell` writes into the Parameter it is handed, and a second GraphCell handed the same Parameter reads
-those rows). As graph outputs the whole cache would be copied out every token (GPT-2 124M, batch 1: 78 MB per
-step); as Parameters inside each file every file would carry its own zero cache (0.6 GB per file at batch 8) and
+tensor, as generate()'s compiled steps write their cache Parameters, so only the new slots move (checked on
+MindSpore 2.7 CPU: a loaded `nn.GraphCell` writes into the Parameter it is handed, and a second GraphCell handed the
+same Parameter reads those rows; tests/test_export.py decodes through exactly that). As graph outputs the whole cache
+would be copied out every token (GPT-2 124M, batch 1: 24 tensors of 3.2 MB, 78 MB per step); as Parameters inside
+each file every file would carry its own zero cache (0.6 GB per file at batch 8) and
 two `nn.GraphCell`s loaded from two files do not share Parameters (`params_init` copies the values: checked here),
 so prefill and decode could not hand the cache to each other. The weights are constants of each file; MindSpore
 Lite's `ModelGroup(ModelGroupFlag.SHARE_WEIGHT)` (cloud-side Ascend inference, GE provider) shares "weights

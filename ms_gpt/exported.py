@@ -29,6 +29,7 @@ from .generation import (TokenChooser, _as_numpy_ids, _prepare_prompt, position_
                          resolve_generation_options)
 
 EXPORT_CONFIG = "export_config.json"  # the same name ms_gpt.exporter writes
+_DTYPES = {"float32": ms.float32, "float16": ms.float16, "bfloat16": ms.bfloat16}
 
 
 def is_exported_dir(path) -> bool:
@@ -111,8 +112,9 @@ class MindIRGenerator(_Exported):
                     continue
                 if graph["kind"] == "prefill":
                     prefill = _load_graph(self.directory, graph["file"])
-                    cache = [Parameter(Tensor(np.zeros(spec["shape"], np.float32)), name=spec["name"],
-                                       requires_grad=False) for spec in graph["inputs"] if spec.get("state")]
+                    cache = [Parameter(Tensor(np.zeros(spec["shape"], np.float32)).astype(_DTYPES[spec["dtype"]]),
+                                       name=spec["name"], requires_grad=False)
+                             for spec in graph["inputs"] if spec.get("state")]
                 elif graph["kind"] == "decode":
                     decode[int(graph["window"])] = _load_graph(self.directory, graph["file"])
             if prefill is None or sorted(decode) != self.windows:

@@ -38,15 +38,15 @@ from typing import Optional, Sequence
 
 import numpy as np
 import mindspore as ms
-from mindspore import Parameter, Tensor, nn
+from mindspore import Tensor, nn
 
 from .device import graph_mode
-from .generation import PREFILL_CHUNK, STATIC_WINDOWS, _ModelStep, cached_step, generation_config
+from .generation import PREFILL_CHUNK, STATIC_WINDOWS, _KVCache, _ModelStep, cached_step, generation_config
 from .paths import atomic_directory
 
 EXPORT_CONFIG = "export_config.json"
 FORMAT_VERSION = 1
-CACHE_DTYPE = "float32"  # generate()'s cache dtype (model._KVCache), whatever the compute dtype
+_DTYPE_NAMES = {ms.float32: "float32", ms.float16: "float16", ms.bfloat16: "bfloat16"}
 
 
 class PrefillGraph(_ModelStep):
@@ -186,10 +186,12 @@ def export_model(model_dir: str, output_dir: str, batch_sizes: Sequence[int] = (
                                           _spec("attention_mask", (batch, max_length), "int32")],
                                "outputs": [_spec("logits", (batch, config.num_labels), "float32")]})
                 continue
-            shape = (batch * heads * slots, head_dim)
-            cache = [Parameter(Tensor(np.zeros(shape, np.float32)), name=n, requires_grad=False)
-                     for n in cache_names(batch, n_layer)]
-            cache_specs = [_spec(n, shape, CACHE_DTYPE, state=True) for n in cache_names(batch, n_layer)]
+            # generate()'s own cache (layout, names, dtype) for max_length positions: max_length + PREFILL_CHUNK slots
+            kv = _KVCache(config.replace(n_positions=max_length), batch)
+            cache = [t for pair in zip(kv.keys, kv.values) for t in pair]
+            cache_specs = [_spec(t.name, t.shape, _DTYPE_NAMES[t.dtype], state=True) for t in cache]
+            if [t.name for t in cache] != cache_names(batch, n_layer) or kv.slots != slots:
+                raise RuntimeError("generation._KVCache no longer has the layout export_config.json describes")
             outputs = [_spec("greedy_ids", (batch,), "int32"), _spec("logits", (batch, config.vocab_size), "float32")]
             name = f"prefill_b{batch}.mindir"
             inputs = [_i32((batch, PREFILL_CHUNK)), _i32((batch, PREFILL_CHUNK)), _i32((batch, slots)), _i32((1,)),
@@ -234,7 +236,7 @@ def export_model(model_dir: str, output_dir: str, batch_sizes: Sequence[int] = (
             "max_length": max_length,
             "prefill_chunk": PREFILL_CHUNK,
             "cache": None if task != "causal-lm" else {
-                "slots": slots, "dtype": CACHE_DTYPE, "shape_per_tensor": ["batch * n_head * slots", head_dim],
+                "slots": slots, "dtype": cache_specs[0]["dtype"], "shape_per_tensor": ["batch * n_head * slots", head_dim],
                 "row": "(b * n_head + h) * slots + slot", "tensors": "key, value per layer: kv_cache.b{B}.{layer}.{kind}",
                 "updated_in_place": True},
             "windows": gears if task == "causal-lm" else None,

@@ -248,7 +248,22 @@ def export_model(model_dir: str, output_dir: str, batch_sizes: Sequence[int] = (
         with open(os.path.join(tmp, EXPORT_CONFIG), "w", encoding="utf-8") as f:
             json.dump(export_config, f, indent=2)
             f.write("\n")
+        stale = _previous_graphs(output_dir) - {g["file"] for g in graphs}
+    for name in sorted(stale):  # an earlier export's gears that this one no longer has
+        os.remove(os.path.join(output_dir, name))
     return export_config
+
+
+def _previous_graphs(output_dir: str) -> set:
+    """The graph files an earlier export_config.json in `output_dir` lists (present ones), else an empty set."""
+    try:
+        with open(os.path.join(output_dir, EXPORT_CONFIG), encoding="utf-8") as f:
+            graphs = json.load(f).get("graphs") or []
+    except (OSError, ValueError, AttributeError):
+        return set()
+    names = {g.get("file") for g in graphs if isinstance(g, dict)}
+    return {n for n in names if isinstance(n, str) and os.path.basename(n) == n and n.endswith(".mindir")
+            and os.path.isfile(os.path.join(output_dir, n))}
 
 
 def _save_tokenizer(model_dir: str, model, directory: str) -> list[str]:

@@ -177,6 +177,10 @@ def test_float16_export_equals_float16_generate(tmp_path):
                                   generate(model, prompt, max_new_tokens=20, eos_token_id=[]))
     with pytest.raises(ValueError, match="--dtype 'float64'"):
         export_model(os.path.join(HF, "gpt2"), out, dtype="float64")
+    (tmp_path / "fp16" / "notes.txt").write_text("kept")
+    export_model(os.path.join(HF, "gpt2"), out, batch_sizes=[1], windows=[16], max_length=32)  # again, other gears
+    assert sorted(os.listdir(out)) == ["decode_b1_w16.mindir", "decode_b1_w32.mindir", "export_config.json",
+                                       "notes.txt", "prefill_b1.mindir"]  # the earlier gears' files are gone
 
 
 def test_classifier_exports_logits_equal_to_the_model(tmp_path):

@@ -192,7 +192,7 @@ def export_model(model_dir: str, output_dir: str, batch_sizes: Sequence[int] = (
             cache_specs = [_spec(t.name, t.shape, _DTYPE_NAMES[t.dtype], state=True) for t in cache]
             if [t.name for t in cache] != cache_names(batch, n_layer) or kv.slots != slots:
                 raise RuntimeError("generation._KVCache no longer has the layout export_config.json describes")
-            outputs = [_spec("greedy_ids", (batch,), "int32"), _spec("logits", (batch, config.vocab_size), "float32")]
+            outputs = [_spec("greedy_ids", (batch,), "int64"), _spec("logits", (batch, config.vocab_size), "float32")]
             name = f"prefill_b{batch}.mindir"
             inputs = [_i32((batch, PREFILL_CHUNK)), _i32((batch, PREFILL_CHUNK)), _i32((batch, slots)), _i32((1,)),
                       _i32((1,))]

@@ -16,7 +16,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from ms_gpt.exported import MindIRClassifier, MindIRGenerator, read_export_config
+from ms_gpt.exported import MindIRClassifier, MindIRGenerator, _GraphDecoder, read_export_config
 from ms_gpt.exporter import export_model
 from ms_gpt.generation import generate
 from ms_gpt.model import GPTForSequenceClassification, GPTLMHeadModel
@@ -64,13 +64,17 @@ def test_export_config_describes_every_graph(gpt2_export):
         assert [s["name"] for s in state] == [f"kv_cache.b{b}.{i}.{k}" for i in range(2) for k in ("key", "value")]
         assert all(s["shape"] == [b * 4 * 96, 16] and s["dtype"] == "float32" for s in state)
         assert all(spec["dtype"] == "int32" for spec in graph["inputs"] if not spec.get("state"))
-        assert graph["outputs"] == [{"name": "greedy_ids", "shape": [b], "dtype": "int32"},
+        assert graph["outputs"] == [{"name": "greedy_ids", "shape": [b], "dtype": "int64"},
                                     {"name": "logits", "shape": [b, 1000], "dtype": "float32"}]
         if graph["kind"] == "prefill":
             assert names[:5] == ["input_ids", "position_ids", "cache_mask", "cache_position", "last_index"]
             assert graph["inputs"][0]["shape"] == [b, 32] and graph["inputs"][2]["shape"] == [b, 96]
         else:
             assert names[5] == "window_slots" and graph["inputs"][2]["shape"] == [b, graph["window"]]
+    # what the loaded graphs return is what the config says
+    decoder = _GraphDecoder(runner, np.array([[5, 6, 7]]), np.ones((1, 3), np.int64), max_new_tokens=4)
+    for outputs in (decoder.start(), decoder.advance(np.array([8]))):
+        assert [(str(o.dtype).lower(), list(o.shape)) for o in outputs] == [("int64", [1]), ("float32", [1, 1000])]
 
 
 @pytest.mark.parametrize("new_tokens, window", [(5, 16), (20, 32), (56, 64)])

@@ -24,7 +24,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 # pytest exits 5 when it collects nothing; that is a failure here, as is any other non-zero code.
 test: venv
-	$(PY) -m ruff check ms_gpt tests benchmarks
+	$(PY) -m ruff check .  # the whole repository, notebooks' code cells included
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15
 
 test-slow: venv

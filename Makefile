@@ -11,7 +11,7 @@ COMPAT_PY := $(COMPAT_VENV)/bin/python
 COMPAT_MINDSPORE ?= 2.10.0
 export GLOG_v := 3
 
-.PHONY: test test-slow test-compat demo venv ref compat-venv bench clean
+.PHONY: test test-slow test-compat demo notebooks venv ref compat-venv bench clean
 
 venv: $(VENV)/.installed
 
@@ -24,7 +24,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 # pytest exits 5 when it collects nothing; that is a failure here, as is any other non-zero code.
 test: venv
-	$(PY) -m ruff check ms_gpt tests benchmarks
+	$(PY) -m ruff check .  # the whole repository, notebooks' code cells included
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15
 
 test-slow: venv
@@ -40,6 +40,11 @@ test-compat: compat-venv
 
 demo: venv
 	$(PY) -m ms_gpt.demo
+
+# every notebook executed at SMALL settings, one at a time, saved with its outputs and a stamp of what produced them
+# (tests/test_notebooks.py fails when a notebook's code no longer matches its outputs)
+notebooks: venv
+	$(PY) notebooks/execute.py
 
 compat-venv: $(COMPAT_VENV)/.installed
 

@@ -30,6 +30,10 @@ from .model import (  # noqa: E402
 )
 from .tokenizers import load_tokenizer  # noqa: E402
 
+# LoRA adapters sit on top of checkpoint I/O and register PEFT adapter directories with it when imported: importing
+# them here makes from_pretrained(adapter_dir) work without the user importing ms_gpt.lora.
+from . import lora as _lora  # noqa: E402, F401
+
 __all__ = ["GPTConfig", "TrainingArguments", "preset", "GPTModel", "GPTLMHeadModel", "GPTForSequenceClassification",
            "GPTDoubleHeadsModel", "generate", "Trainer", "load_tokenizer", "setup_device"]
 __version__ = "0.1.0"

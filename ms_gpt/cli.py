@@ -1,24 +1,13 @@
-"""Shared by the `python -m ms_gpt.X` entry points and the `ms-gpt-X` console scripts: user errors become one clear
-line and exit code 2.
+"""The console scripts ([project.scripts] in pyproject.toml): `ms-gpt-X ...` does what `python -m ms_gpt.X ...` does.
+The table imports each entry point inside its function; the entry points never import this module (they run their
+main() through ms_gpt.entry.run), so there is no import cycle.
 
 Must not import: ms_gpt.model, ms_gpt.engine, ms_gpt.data, ms_gpt.checkpoint, ms_gpt.compat, ms_gpt.tokenizers,
 ms_gpt.lora (it only starts the entry points).
 """
 from __future__ import annotations
 
-import sys
-
-
-def run(main) -> int:
-    try:
-        main()
-    except (ValueError, FileNotFoundError, FloatingPointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+from .entry import run  # noqa: F401  (also importable from here, as before)
 
 
 # The console scripts ([project.scripts] in pyproject.toml): `ms-gpt-X ...` does what `python -m ms_gpt.X ...` does.

@@ -2,7 +2,8 @@
 options dataclasses (TrainingArguments, LoraArguments) and `parse_config` (options from YAML and the command line).
 
 Must not import: ms_gpt.model, ms_gpt.engine, ms_gpt.data, ms_gpt.recipes, ms_gpt.compat, ms_gpt.tokenizers,
-ms_gpt.checkpoint; ms_gpt.lora only inside a function (LoraArguments checks its options with ms_gpt.lora).
+ms_gpt.checkpoint, ms_gpt.lora (adapters sit on top of configuration: LoraArguments' option check lives here and
+ms_gpt.lora uses it).
 """
 from __future__ import annotations
 
@@ -273,9 +274,19 @@ class LoraArguments:
         "help": "with lora_r > 0: write a plain full checkpoint with the adapter merged in, instead of the adapter"})
 
     def __post_init__(self) -> None:
-        from .lora import check_lora_options
-
         check_lora_options(self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_target_modules)
+
+
+def check_lora_options(r: Any, alpha: Any, dropout: Any, target_modules: Any) -> None:
+    """One clear error for a bad LoRA option (LoraArguments and ms_gpt.lora.apply_lora both check with it)."""
+    if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+        raise ValueError(f"lora_r must be a non-negative integer (0 = LoRA off), got {r!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+        raise ValueError(f"lora_alpha must be a positive number, got {alpha!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"lora_dropout must be in [0, 1), got {dropout!r}")
+    if not target_modules:
+        raise ValueError("lora_target_modules is empty; name Conv1D modules such as c_attn, c_proj, c_fc")
 
 
 def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:

@@ -11,7 +11,7 @@ from typing import List, Optional
 if __package__ in (None, ""):  # run as a file (msrun takes a script path): see ms_gpt/_launch.py
     import _launch  # noqa: F401
 
-from ms_gpt.cli import run  # noqa: E402
+from ms_gpt.entry import run  # noqa: E402
 from ms_gpt.config import parse_config  # noqa: E402
 
 

@@ -10,7 +10,7 @@ from typing import Optional
 if __package__ in (None, ""):  # run as a file (msrun takes a script path): see ms_gpt/_launch.py
     import _launch  # noqa: F401
 
-from ms_gpt.cli import run  # noqa: E402
+from ms_gpt.entry import run  # noqa: E402
 from ms_gpt.config import parse_config  # noqa: E402
 from ms_gpt.generation import FROM_GENERATION_CONFIG, GenerationArguments, generate_text  # noqa: E402
 

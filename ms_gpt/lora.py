@@ -10,7 +10,9 @@ A LoRA model's `save_pretrained(dir)` writes what PEFT's `PeftModel.save_pretrai
 `adapter_model.safetensors` with keys `base_model.model.<HF module path>.lora_A.weight` and the modules_to_save
 weights under their plain HF names. `from_pretrained(adapter_dir)` loads the base named by base_model_name_or_path
 (a local path, absolute or relative to the working directory, or a hub name), applies the adapter and loads its
-weights; `merge_lora(model)` folds W += scaling * (B A)^T into a plain model (`merge_and_save` writes it).
+weights; `merge_lora(model)` folds W += scaling * (B A)^T into a plain model (`merge_and_save` writes it). Checkpoint I/O
+does not know adapters: this module registers the PEFT layout with it (`ms_gpt.checkpoint.register_layout`) when
+imported, and the package's __init__ imports it.
 
 Must not import: ms_gpt.engine, ms_gpt.data, ms_gpt.recipes, ms_gpt.compat.
 """
@@ -24,6 +26,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .checkpoint import CheckpointLayout, register_layout
+from .config import check_lora_options
 from .paths import atomic_directory
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -75,17 +79,6 @@ def _set_child(model, path: str, cell) -> None:
     if parts[-1] not in parent._cells:
         raise ValueError(f"no sub-cell {path!r}")
     parent._cells[parts[-1]] = cell
-
-
-def check_lora_options(r: Any, alpha: Any, dropout: Any, target_modules: Any) -> None:
-    if isinstance(r, bool) or not isinstance(r, int) or r < 0:
-        raise ValueError(f"lora_r must be a non-negative integer (0 = LoRA off), got {r!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-        raise ValueError(f"lora_alpha must be a positive number, got {alpha!r}")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"lora_dropout must be in [0, 1), got {dropout!r}")
-    if not target_modules:
-        raise ValueError("lora_target_modules is empty; name Conv1D modules such as c_attn, c_proj, c_fc")
 
 
 def apply_lora(model, r: int, lora_alpha: float = 8.0, lora_dropout: float = 0.0,
@@ -439,3 +432,9 @@ def save_model(model, args) -> None:
         merge_lora(model).save_pretrained(args.output_dir)
     else:
         model.save_pretrained(args.output_dir)
+
+
+# Adapters extend checkpoint I/O from above: from_pretrained(adapter_dir) and a LoRA model's save_pretrained come here.
+# Importing ms_gpt imports this module, so the layout is there even when a user never imports ms_gpt.lora.
+register_layout(CheckpointLayout(name="peft_lora", marker=ADAPTER_CONFIG, files=(ADAPTER_CONFIG, ADAPTER_WEIGHTS),
+                                 load=load_adapter_model, save=save_adapter, owns=is_lora_model))

@@ -270,3 +270,20 @@ def test_lora_runs_from_the_cli_and_cannot_resume_as_a_full_run(tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "written by a LoRA run" in proc.stderr and "lora_r" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_adapter_directory_loads_without_importing_ms_gpt_lora():
+    """Checkpoint I/O does not know adapters; ms_gpt.lora registers the PEFT layout with it, and importing ms_gpt
+    imports lora: from_pretrained(adapter_dir) in a fresh process that never names ms_gpt.lora gives peft's logits."""
+    code = ("import sys, numpy as np\n"
+            "from ms_gpt import GPTLMHeadModel\n"
+            "from ms_gpt.checkpoint import registered_layouts\n"
+            "assert [layout.name for layout in registered_layouts()] == ['peft_lora'], registered_layouts()\n"
+            f"ref = np.load({os.path.join(PEFT, 'gpt2-lora', 'expected.npz')!r})\n"
+            f"model = GPTLMHeadModel.from_pretrained({os.path.join(PEFT, 'gpt2-lora')!r})\n"
+            "print(float(np.abs(model(ref['input_ids']).asnumpy() - ref['logits']).max()))\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), GLOG_v="3")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout.split()[-1]) < ATOL

@@ -17,19 +17,22 @@ Public API (importable from `ms_gpt.checkpoint`):
     read_weights(path) / read_safetensors(path) / read_torch_bin(path) / read_ckpt(path) -> dict[str, np.ndarray]
     write_torch_bin(weights, path)
     resolve_hub(name) -> local snapshot directory
+    register_layout(CheckpointLayout(...)) / registered_layouts(): other directory layouts added from above
+        (ms_gpt.lora registers PEFT adapter directories)
 
 Must not import (anywhere in the package): ms_gpt.model, ms_gpt.engine, ms_gpt.data, ms_gpt.recipes, ms_gpt.compat,
-ms_gpt.tokenizers.
+ms_gpt.tokenizers, ms_gpt.lora.
 """
 from .files import (CONFIG_NAME, GENERATION_CONFIG_NAME, SAFE_WEIGHTS, TOKENIZER_FILES, TORCH_WEIGHTS, WEIGHT_FILES,
                     find_weights, listed)
 from .hub import resolve_hub
-from .pretrained import (LoadReport, assign_weights, load_pretrained, load_state_dict, read_ckpt,
-                         read_generation_config, read_weights, save_ckpt, save_pretrained, state_dict)
+from .pretrained import (CheckpointLayout, LoadReport, assign_weights, load_pretrained, load_state_dict, read_ckpt,
+                         read_generation_config, read_weights, register_layout, registered_layouts, save_ckpt,
+                         save_pretrained, state_dict)
 from .safetensors_io import read_safetensors
 from .torch_bin import read_torch_bin, write_torch_bin
 
 __all__ = ["CONFIG_NAME", "GENERATION_CONFIG_NAME", "SAFE_WEIGHTS", "TOKENIZER_FILES", "TORCH_WEIGHTS", "WEIGHT_FILES",
-           "LoadReport", "assign_weights", "find_weights", "listed", "load_pretrained", "load_state_dict",
-           "read_ckpt", "read_generation_config", "read_safetensors", "read_torch_bin", "read_weights", "resolve_hub",
-           "save_ckpt", "save_pretrained", "state_dict", "write_torch_bin"]
+           "CheckpointLayout", "LoadReport", "assign_weights", "find_weights", "listed", "load_pretrained", "load_state_dict",
+           "read_ckpt", "read_generation_config", "read_safetensors", "read_torch_bin", "read_weights", "register_layout",
+           "registered_layouts", "resolve_hub", "save_ckpt", "save_pretrained", "state_dict", "write_torch_bin"]

@@ -1,10 +1,11 @@
 """Models to and from checkpoints: the key mapping (ms_gpt parameter names are the HF keys, so loading is a key
 normalisation plus checks; nothing is transposed), state dicts, putting weights into a (compiled) model, reading any
 weight source (one file by its type, or a sharded index), config.json / generation_config.json, MindSpore .ckpt,
-and load_pretrained / save_pretrained in HF layout.
+and load_pretrained / save_pretrained in HF layout. Other directory layouts are added from above by the module that
+owns them (`register_layout`: ms_gpt.lora adds PEFT adapter directories); this module does not know them.
 
 Must not import: ms_gpt.model (the class to build is passed in), ms_gpt.engine, ms_gpt.data, ms_gpt.recipes,
-ms_gpt.compat, ms_gpt.tokenizers; ms_gpt.lora only inside load_pretrained / save_pretrained (LoRA directories).
+ms_gpt.compat, ms_gpt.tokenizers, ms_gpt.lora (adapters extend checkpoint I/O through register_layout).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import os
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -221,6 +222,37 @@ def _config_dict(model) -> dict[str, Any]:
     return model.config.to_dict(architecture=type(model).__name__)
 
 
+# ---- layouts added by other modules ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CheckpointLayout:
+    """A directory layout that load_pretrained / save_pretrained hand over to the module that registered it.
+
+    `marker`: the file whose presence makes a directory this layout (load_pretrained then returns
+    `load(cls, directory, **config_overrides)`); `owns(model)`: save_pretrained writes this layout for the model
+    (`save(model, directory)`); `files`: what the layout writes, removed when a full checkpoint replaces it.
+    """
+
+    name: str
+    marker: str
+    files: tuple
+    load: Callable[..., Any]
+    save: Callable[[Any, str], None]
+    owns: Callable[[Any], bool]
+
+
+_LAYOUTS: dict[str, CheckpointLayout] = {}
+
+
+def register_layout(layout: CheckpointLayout) -> None:
+    """Add (or replace, by name) a layout; ms_gpt.lora registers PEFT adapter directories when imported, which
+    importing ms_gpt does."""
+    _LAYOUTS[layout.name] = layout
+
+
+def registered_layouts() -> tuple[CheckpointLayout, ...]:
+    return tuple(_LAYOUTS.values())
+
+
 # ---- public entry points ---------------------------------------------------------------------------------------------
 def load_pretrained(cls, path: str, **config_overrides):
     """Build `cls` from a checkpoint and load its weights (eval mode, like HF).
@@ -231,10 +263,9 @@ def load_pretrained(cls, path: str, **config_overrides):
     replace config.json fields (e.g. num_labels=3, compute_dtype="float16", resid_pdrop=0.0).
     """
     path = os.fspath(path)
-    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "adapter_config.json")):
-        from ..lora import load_adapter_model  # a PEFT LoRA directory: its base, then the adapter
-
-        return load_adapter_model(cls, path, **config_overrides)
+    for layout in _LAYOUTS.values():  # e.g. a PEFT LoRA directory: its base, then the adapter (ms_gpt.lora)
+        if os.path.isdir(path) and os.path.isfile(os.path.join(path, layout.marker)):
+            return layout.load(cls, path, **config_overrides)
     if os.path.isdir(path):
         weights_path = find_weights(path)
         config_path = os.path.join(path, CONFIG_NAME)
@@ -290,14 +321,13 @@ def save_pretrained(model, directory: str, safe_serialization: bool = True) -> N
     Keys are those HF saves for the matching class (the tied lm_head is left out, as HF does). The files are written
     into a temporary directory beside `directory`, then renamed into place: a new directory appears whole; in an
     existing one (which may hold a tokenizer or training checkpoints, left untouched) each file is replaced
-    atomically, weights before config. A stale weight file of the other format is removed. A model with LoRA
-    adapters (`ms_gpt.lora`) writes the adapter in PEFT's layout instead.
+    atomically, weights before config. A stale weight file of the other format is removed. A model a registered
+    layout owns is written in that layout instead (a model with LoRA adapters: PEFT's adapter files, `ms_gpt.lora`).
     """
-    from ..lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, is_lora_model, save_adapter
-
-    if is_lora_model(model):  # PEFT's layout: adapter_config.json + adapter_model.safetensors
-        save_adapter(model, directory)
-        return
+    for layout in _LAYOUTS.values():
+        if layout.owns(model):
+            layout.save(model, directory)
+            return
     directory = os.path.abspath(os.fspath(directory))
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise ValueError(f"save_pretrained: {directory} exists and is not a directory")
@@ -316,6 +346,7 @@ def save_pretrained(model, directory: str, safe_serialization: bool = True) -> N
         if generation and type(model).__name__ in ("GPTLMHeadModel", "GPTDoubleHeadsModel"):  # the models that generate
             with open(os.path.join(tmp, GENERATION_CONFIG_NAME), "w", encoding="utf-8") as f:
                 json.dump(generation, f, indent=2, sort_keys=True)
-    for stale in WEIGHT_FILES + (ADAPTER_CONFIG, ADAPTER_WEIGHTS):  # a full checkpoint replaces an adapter
+    layout_files = tuple(name for layout in _LAYOUTS.values() for name in layout.files)
+    for stale in WEIGHT_FILES + layout_files:  # a full checkpoint replaces an adapter
         if stale != weights_name and os.path.isfile(os.path.join(directory, stale)):
             os.remove(os.path.join(directory, stale))

@@ -40,7 +40,7 @@ def main(argv=None) -> list[str]:
 
     from ms_gpt.device import setup_device
 
-    setup_device(args.device_target)
+    setup_device(args.device_target, emulate_ascend=args.emulate_ascend)
     model, tokenizer = args.load()
     texts = generate_text(model, tokenizer, args.prompt, **args.generate_kwargs())
     for i, text in enumerate(texts):

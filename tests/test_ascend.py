@@ -1,0 +1,198 @@
+"""The Ascend path, run on CPU: the execution policy (one place decides from the device and `emulate_ascend`), mixed
+precision that reaches every model, MindSpore's overflow check and the dynamic loss scale, inference dtypes,
+generation for any n_positions (against HF's greedy ids), the guards, and the emulated-Ascend matrix: every recipe
+under the Ascend policy compared with the plain CPU run."""
+import ast
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import Tensor, ops
+
+from conftest import FIXTURES, ROOT
+from ms_gpt import device as device_module
+from ms_gpt.config import GPTConfig, TrainingArguments
+from ms_gpt.device import ExecutionPolicy, compiled, current_policy, setup_device, use_policy
+from ms_gpt.generation import compile_counts, generate
+from ms_gpt.model import Block, GPTLMHeadModel
+
+CPU, EMULATED = ExecutionPolicy("CPU", False), ExecutionPolicy("CPU", True)
+TINY = dict(vocab_size=20, n_positions=16, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0.0, embd_pdrop=0.0,
+            attn_pdrop=0.0)
+
+
+@pytest.fixture(autouse=True)
+def _policy_restored():
+    """A test that runs a recipe with emulate_ascend leaves that policy set in the process: restore it, so later
+    tests build their models under the policy they expect."""
+    saved = device_module._STATE.get("policy")
+    yield
+    if saved is None:
+        device_module._STATE.pop("policy", None)
+    else:
+        device_module._STATE["policy"] = saved
+
+
+# ---- the policy -------------------------------------------------------------------------------------------------
+def test_policy_is_decided_by_the_device_and_the_emulate_flag():
+    assert CPU.describe() == {"target": "CPU", "emulate_ascend": False, "static_shapes": False, "jit_level": "O1",
+                              "fused_layer_norm": False, "static_decode_windows": False, "lazy_inline": False,
+                              "overflow_check": "isfinite"}
+    # emulation makes Ascend's graph choices; kernels (isfinite, no float-status registers) and lazy_inline (it does
+    # not compile on MindSpore 2.7's CPU backend) stay the host's
+    assert EMULATED.describe() == {"target": "CPU", "emulate_ascend": True, "static_shapes": True, "jit_level": "O0",
+                                   "fused_layer_norm": True, "static_decode_windows": True, "lazy_inline": False,
+                                   "overflow_check": "isfinite"}
+    ascend = ExecutionPolicy("Ascend", False)
+    assert (ascend.static_shapes, ascend.jit_level, ascend.fused_layer_norm, ascend.static_decode_windows,
+            ascend.lazy_inline) == (True, "O0", True, True, True)
+    gpu = ExecutionPolicy("GPU", False)
+    assert (gpu.static_shapes, gpu.jit_level, gpu.fused_layer_norm, gpu.overflow_check) == (False, "O0", True,
+                                                                                            "float_status")
+
+
+def test_setup_device_sets_the_policy_every_choice_reads():
+    from ms_gpt.data.padding import resolve_policy
+    from ms_gpt.generation import _static_shapes
+
+    info = setup_device("CPU", emulate_ascend=True)
+    assert info.policy == EMULATED == current_policy() and info.static_shapes
+    assert resolve_policy("auto", info.static_shapes) == "max_length" and _static_shapes()
+    layer_norm = GPTLMHeadModel(GPTConfig(**TINY)).transformer.h[0].ln_1
+    assert not layer_norm.composed  # the fused LayerNorm kernel in training, as on Ascend
+    cell = GPTLMHeadModel(GPTConfig(**TINY))
+    compiled(cell)
+    assert cell.jit_config_dict["jit_level"] == "O0"
+    info = setup_device("CPU")
+    assert info.policy == CPU == current_policy() and not info.static_shapes and not _static_shapes()
+    cell = GPTLMHeadModel(GPTConfig(**TINY))
+    assert cell.transformer.h[0].ln_1.composed
+    compiled(cell)
+    assert cell.jit_config_dict["jit_level"] == "O1"
+
+
+def test_nothing_but_the_device_module_reads_the_device_to_choose_behaviour():
+    """`get_context("device_target")` is read in ms_gpt/device.py only; the rest asks the policy."""
+    offenders = []
+    for path in glob.glob(os.path.join(ROOT, "ms_gpt", "**", "*.py"), recursive=True):
+        if path.endswith(os.path.join("ms_gpt", "device.py")):
+            continue
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "get_context" and any(
+                    isinstance(a, ast.Constant) and a.value == "device_target" for a in node.args):
+                offenders.append(os.path.relpath(path, ROOT))
+    assert offenders == []
+
+
+def test_lazy_inline_only_where_the_policy_says():
+    """On Ascend the repeated Block is built with mindspore.lazy_inline (MindSpore marks the cell with
+    `cell_init_args`); on CPU, emulated or not, it is a plain Block (lazy_inline fails to compile on the CPU backend:
+    "Input[0] must be a Primitive ValueNode", MindSpore 2.7, O0 and O1)."""
+    for policy in (CPU, EMULATED):
+        with use_policy(policy):
+            assert not hasattr(Block(GPTConfig(**TINY)), "cell_init_args")
+    with use_policy(ExecutionPolicy("Ascend", False)):
+        block = Block(GPTConfig(**TINY))
+    assert str(getattr(block, "cell_init_args", "")).startswith("lazy_inline_Block")
+
+
+def test_guards_are_one_clear_error(tmp_path):
+    from ms_gpt.data.lm import RandomWindows
+    from ms_gpt.engine.trainer import Trainer
+    from ms_gpt.model import NextTokenLoss
+
+    lm = GPTLMHeadModel(GPTConfig(**TINY))
+    source = RandomWindows(np.arange(200, dtype=np.int32) % 20, 8, 4, seed=0)
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, jit_level="O2", disable_tqdm=True)
+    with pytest.raises(ValueError, match="jit_level=O2 compiles static shapes only"):
+        Trainer(NextTokenLoss(lm), args, source, dynamic_shapes=True)
+    Trainer(NextTokenLoss(lm), args, source, dynamic_shapes=False)  # static shapes: O2 is fine
+    with pytest.raises(ValueError, match="ascend_precision_mode='fp32'; expected one of"):
+        setup_device("CPU", ascend_precision_mode="fp32")
+    with pytest.raises(ValueError, match="no bfloat16 MatMul kernel"):
+        device_module.startup_lines("bfloat16", CPU)
+    assert "no float16 MatMul kernel" in device_module.startup_lines("float16", CPU)[-1]
+    assert device_module.startup_lines("float32", CPU)[0].startswith("compute_dtype float32; execution policy")
+    assert device_module.compute_dtype_note("float16", ExecutionPolicy("Ascend", False)) is None
+
+
+# ---- generation for any n_positions -----------------------------------------------------------------------------
+@pytest.mark.parametrize("policy", [CPU, EMULATED], ids=["cpu", "emulated_ascend"])
+def test_generation_on_a_16_position_gpt2_equals_hf_greedy(policy):
+    """n_positions=16 < PREFILL_CHUNK (32): the chunk and the decode windows shrink to n_positions. HF's greedy ids
+    (tests/fixtures/make_short_context.py; smallest top-2 margins 0.26 and 0.19), the second case fills all 16
+    positions. Under the Ascend policy the decode windows are static: one graph (the window of 16)."""
+    ref = np.load(os.path.join(FIXTURES, "hf", "gpt2-n16", "expected.npz"))
+    with use_policy(policy):
+        model = GPTLMHeadModel.from_pretrained(os.path.join(FIXTURES, "hf", "gpt2-n16"))
+        for i in range(2):
+            prompt, expected = ref[f"prompt_ids_{i}"], ref[f"greedy_ids_{i}"]
+            new = expected.shape[1] - prompt.shape[1]
+            np.testing.assert_array_equal(generate(model, prompt, max_new_tokens=new, eos_token_id=[]), expected)
+            np.testing.assert_array_equal(generate(model, prompt, max_new_tokens=new, eos_token_id=[],
+                                                   use_cache=False), expected)
+        assert compile_counts(model)["prefill"] == 1 and compile_counts(model)["decode"] == 1
+
+
+# ---- mixed precision reaches every model -------------------------------------------------------------------------
+def _matmul_dtypes(model, ids) -> dict:
+    """{cell name: input dtypes} of every Conv1D / LoRA / attention / LM-head MatMul of `model` in one PyNative
+    forward (the primitives are wrapped to record what they receive). LayerNorm's row-mean MatMul is left out: it is
+    float32 by design."""
+    from ms_gpt.model import LayerNorm
+
+    seen: dict = {}
+
+    def recording(name, primitive):
+        def call(*inputs):
+            seen.setdefault(name, set()).update(str(x.dtype) for x in inputs)
+            return primitive(*inputs)
+        return call
+    for cell_name, cell in model.cells_and_names():
+        if isinstance(cell, LayerNorm):
+            continue
+        for name in ("matmul", "matmul_qk", "matmul_pv", "matmul_t"):
+            primitive = cell.__dict__.get("_primitives", {}).get(name)
+            if primitive is not None:
+                object.__setattr__(cell, name, recording(f"{cell_name}.{name}", primitive))
+    model.set_train(False)
+    model(Tensor(ids, ms.int32))
+    return seen
+
+
+@pytest.mark.parametrize("how", ["scratch", "from_pretrained", "lora"])
+def test_fp16_reaches_the_matmuls_of_every_model(tmp_path, how):
+    """fp16=true gives float16 inputs to every transformer matmul whichever way the fine-tuning recipe builds the model (before,
+    a from_pretrained model kept config.json's float32). init_from (pretraining) and dialogue models are checked by
+    the matrix below through the compute_dtype their runs report (read from the trained model's config)."""
+    from ms_gpt.recipes.finetune import FinetuneArguments, build_model
+
+    options = dict(fp16=True, tokenizer="char", max_seq_length=16, output_dir=str(tmp_path))
+    if how == "scratch":
+        options.update(n_layer=1, n_head=2, n_embd=32)
+    else:
+        import shutil
+
+        from ms_gpt.tokenizers import CharTokenizer
+
+        shutil.copytree(os.path.join(FIXTURES, "hf", "gpt2-cls"), tmp_path / "gpt2-cls")  # HF's files + a tokenizer
+        CharTokenizer.from_text("abcdefgh").save_pretrained(str(tmp_path / "gpt2-cls"))
+        options.update(model_name_or_path=str(tmp_path / "gpt2-cls"))
+    if how == "lora":
+        options.update(lora_r=4, lora_target_modules=["c_attn", "c_fc"])
+    model, _ = build_model(FinetuneArguments(**options), 3, ["abcdefgh"])
+    assert {c.config.compute_dtype for _, c in model.cells_and_names() if hasattr(c, "config")} == {"float16"}
+    seen = _matmul_dtypes(model, np.arange(1, 9).reshape(1, 8))
+    assert len(seen) >= 4 * (1 if how == "scratch" else 2)  # c_attn, c_proj, c_fc, c_proj (+ qk, pv) per layer
+    if how == "lora":
+        assert any("lora" in name or "c_attn.matmul_t" in name for name in seen)
+    # the task heads (`score`, `multiple_choice_head.summary`: [n_embd, num_labels] nn.Dense) stay float32, as the
+    # LayerNorms and the losses do
+    heads = {name for name in seen if name.startswith(("score.", "multiple_choice_head."))}
+    assert all(seen[name] == {"Float32"} for name in heads)
+    assert {name: dtypes for name, dtypes in seen.items() if dtypes != {"Float16"} and name not in heads} == {}

@@ -4,7 +4,6 @@ generation for any n_positions (against HF's greedy ids), the guards, and the em
 under the Ascend policy compared with the plain CPU run."""
 import ast
 import glob
-import json
 import os
 
 import numpy as np
@@ -196,3 +195,112 @@ def test_fp16_reaches_the_matmuls_of_every_model(tmp_path, how):
     heads = {name for name in seen if name.startswith(("score.", "multiple_choice_head."))}
     assert all(seen[name] == {"Float32"} for name in heads)
     assert {name: dtypes for name, dtypes in seen.items() if dtypes != {"Float16"} and name not in heads} == {}
+
+
+# ---- overflow and the dynamic loss scale --------------------------------------------------------------------------
+def _stream(n=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    base = np.tile(np.arange(20), n // 20 + 1)[:n]
+    return np.where(rng.random(n) < 0.1, rng.integers(0, 20, n), base).astype(np.int32)
+
+
+def _fp16_trainer(tmp_path, policy=CPU, steps=6, batch=8, accum=1, fail_after=None, resume=None, **options):
+    """A tiny fp16 GPT-2 on a noisy repeating stream, built under `policy` (set by setup_device as a recipe does)."""
+    from ms_gpt.data.lm import RandomWindows, split_ids
+    from ms_gpt.engine.trainer import Trainer
+    from ms_gpt.model import NextTokenLoss
+
+    device = setup_device("CPU", seed=0, emulate_ascend=policy.emulate_ascend)
+    lm = GPTLMHeadModel(GPTConfig(**{**TINY, "n_positions": 12}, compute_dtype="float16"))
+    train, _ = split_ids(_stream())
+    source = RandomWindows(train, 12, batch, seed=0)
+    if fail_after is not None:
+        real_next, calls = source.next_batch, {"n": 0}
+
+        def next_batch():
+            calls["n"] += 1
+            if calls["n"] > fail_after:
+                raise KeyboardInterrupt("killed")
+            return real_next()
+        source.next_batch = next_batch
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=steps, learning_rate=3e-3, logging_steps=1,
+                             eval_steps=0, save_steps=5, disable_tqdm=True, fp16=True, resume_from_checkpoint=resume,
+                             per_device_train_batch_size=batch, gradient_accumulation_steps=accum,
+                             emulate_ascend=policy.emulate_ascend, **options)
+    return Trainer(NextTokenLoss(lm), args, source, export_model=lm, device=device), lm
+
+
+def test_loss_scale_defaults_are_hf_and_mindformers():
+    args = TrainingArguments()
+    assert (args.loss_scale_value, args.scale_factor, args.scale_window) == (2.0 ** 16, 2.0, 1000)
+
+
+@pytest.mark.parametrize("policy", [CPU, EMULATED], ids=["cpu", "emulated_ascend"])
+def test_overflowing_step_is_skipped_with_weights_unchanged_and_the_scale_halved(tmp_path, policy):
+    trainer, lm = _fp16_trainer(tmp_path, policy, steps=3)
+    trainer.train()
+    assert trainer.precision_state() == {"compute_dtype": "float16", "loss_scale": 65536.0,
+                                         "loss_scale_good_steps": 3}
+    # float16 logits overflow: h @ wte^T > 65504. Written in place (ops.assign), as weights must be after compile.
+    table = lm.transformer.wte.weight
+    ops.assign(table, Tensor(np.full(table.shape, 1e4, np.float32)))
+    ops.assign(lm.transformer.ln_f.bias, Tensor(np.full((32,), 10.0, np.float32)))
+    state = {p.name: p.asnumpy().copy() for p in trainer._state_params() if "loss_scale" not in p.name}
+    trainer._train_step(*trainer._next_stacked()[0])
+    assert trainer.precision_state() == {"compute_dtype": "float16", "loss_scale": 32768.0,
+                                         "loss_scale_good_steps": 0}
+    for p in trainer._state_params():  # weights, AdamW moments and step count untouched
+        if p.name in state:
+            np.testing.assert_array_equal(p.asnumpy(), state[p.name], err_msg=p.name)
+    assert trainer.train_compilations == 1
+
+
+def test_loss_scale_grows_after_scale_window_good_steps(tmp_path):
+    trainer, _ = _fp16_trainer(tmp_path, steps=7, loss_scale_value=1024.0, scale_window=3, scale_factor=2.0)
+    summary = trainer.train()
+    assert (summary["loss_scale"], summary["loss_scale_good_steps"]) == (4096.0, 1)  # grew after steps 3 and 6
+    assert summary["compute_dtype"] == "float16" and trainer.train_compilations == 1
+
+
+def test_fp16_gradient_accumulation_equals_the_larger_batch(tmp_path):
+    """2 micro-batches of 4 == one batch of 8, in fp16 with loss scaling: the scale is a power of two (exact), the
+    float16 products are the same per row; only the summation order differs: losses within 1e-5, weights within
+    0.1 x lr (AdamW moves a weight by about lr whatever its gradient's size, so a near-zero gradient whose last bits
+    differ moves it differently)."""
+    big, _ = _fp16_trainer(tmp_path / "a", steps=3, batch=8)
+    big.train()
+    small, _ = _fp16_trainer(tmp_path / "b", steps=3, batch=4, accum=2)
+    src = small.train_source
+
+    def halves():
+        while True:
+            w = src.windows(8)
+            for half in (w[:4], w[4:]):
+                yield {"input_ids": half[:, :-1], "targets": half[:, 1:]}
+    gen = halves()
+    src.next_batch = lambda: next(gen)
+    small.train()
+    np.testing.assert_allclose([r["loss"] for r in small.history if "loss" in r],
+                               [r["loss"] for r in big.history if "loss" in r], atol=1e-5)
+    ref = {p.name: p.asnumpy() for p in big.model.get_parameters()}
+    for p in small.model.get_parameters():
+        np.testing.assert_allclose(p.asnumpy(), ref[p.name], atol=3e-4, err_msg=p.name)
+    assert small.precision_state() == big.precision_state()
+
+
+def test_fp16_kill_and_resume_keeps_the_scale_and_its_good_step_count(tmp_path):
+    options = dict(loss_scale_value=1024.0, scale_window=4)
+    full, _ = _fp16_trainer(tmp_path / "full", steps=10, **options)
+    full_summary = full.train()
+    assert (full_summary["loss_scale"], full_summary["loss_scale_good_steps"]) == (4096.0, 2)
+    killed, _ = _fp16_trainer(tmp_path / "resumed", steps=10, fail_after=7, **options)
+    with pytest.raises(KeyboardInterrupt):
+        killed.train()
+    saved = ms.load_checkpoint(str(tmp_path / "resumed" / "checkpoint-5" / "training_state.ckpt"))
+    assert (float(saved["loss_scale"].asnumpy()), int(saved["loss_scale_good_steps"].asnumpy())) == (2048.0, 1)
+    resumed, _ = _fp16_trainer(tmp_path / "resumed", steps=10, resume="auto", **options)
+    resumed.train()
+    assert resumed.precision_state() == full.precision_state()
+    ref = {p.name: p.asnumpy() for p in full.model.get_parameters()}
+    for p in resumed.model.get_parameters():
+        np.testing.assert_allclose(p.asnumpy(), ref[p.name], atol=1e-6, err_msg=p.name)

@@ -4,6 +4,7 @@ generation for any n_positions (against HF's greedy ids), the guards, and the em
 under the Ascend policy compared with the plain CPU run."""
 import ast
 import glob
+import json
 import os
 
 import numpy as np
@@ -304,3 +305,98 @@ def test_fp16_kill_and_resume_keeps_the_scale_and_its_good_step_count(tmp_path):
     ref = {p.name: p.asnumpy() for p in full.model.get_parameters()}
     for p in resumed.model.get_parameters():
         np.testing.assert_allclose(p.asnumpy(), ref[p.name], atol=1e-6, err_msg=p.name)
+
+
+# ---- the emulated-Ascend matrix: each recipe under the Ascend policy against the plain CPU run ---------------------
+RT = os.path.join(ROOT, "data", "sentiment-rt", "rotten_tomatoes_corpus_full.csv.bz2")
+EPISTEMIC = os.path.join(ROOT, "data", "gpt1-tasks", "epistemic_reasoning.json")
+WIKIHOW = os.path.join(ROOT, "data", "gpt1-tasks", "goal_step_wikihow_step_inference.json")
+TASK_DATA = {
+    "classification": dict(train_file=RT, text_column="text", label_column="category",
+                           label_list=["fresh", "rotten"], drop_labels=["plot"]),
+    "entailment": dict(train_file=EPISTEMIC),
+    "similarity": dict(train_file=EPISTEMIC, text_columns=["premise", "hypothesis"]),
+    "multiple_choice": dict(train_file=WIKIHOW),
+}
+# tolerances of the emulated run's logged losses against the plain CPU run's (the graphs differ in the LayerNorm
+# kernel, fused vs composed: 1e-6 apart, in the jit level O0 vs O1 and in the padding: auto = max_length vs the CPU's
+# policy, whose padding is masked out of every loss)
+LOSS_ATOL = {"float32": 1e-4, "float16": 2e-3}
+
+
+def _pretrain_args(out, dtype, emulate, **extra):
+    from ms_gpt.recipes.pretrain import PretrainArguments
+
+    return PretrainArguments(output_dir=str(out), block_size=16, n_layer=1, n_head=2, n_embd=32, max_steps=4,
+                             eval_steps=0, eval_iters=2, per_device_train_batch_size=8, per_device_eval_batch_size=16,
+                             logging_steps=1, save_steps=0, sample_tokens=0, eval_perplexity=False, disable_tqdm=True,
+                             learning_rate=1e-3, fp16=dtype == "float16", emulate_ascend=emulate, seed=0, **extra)
+
+
+def _run_recipe(case, dtype, emulate, out, base=None) -> dict:
+    """One tiny run of `case`; returns its results (what all_results.json holds, or pretraining's summary)."""
+    if case == "pretrain":
+        from ms_gpt.recipes.pretrain import pretrain
+        return pretrain(_pretrain_args(out, dtype, emulate), log=lambda *_: None)
+    if case == "lora":  # continue pretraining `base` (init_from) with adapters
+        from ms_gpt.recipes.pretrain import pretrain
+        return pretrain(_pretrain_args(out, dtype, emulate, init_from=base, lora_r=4,
+                                       lora_target_modules=["c_attn", "c_fc"]), log=lambda *_: None)
+    if case == "dialogue":
+        from ms_gpt.recipes.dialogue import train_dialogue
+        return train_dialogue([
+            "--task", "dialogue", "--output_dir", str(out), "--trim_vocab", "--padding", "auto", "--max_seq_length",
+            "32", "--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--dropout", "0.0", "--pretrain_files=",
+            "--max_steps", "4", "--eval_steps", "0", "--logging_steps", "1", "--per_device_train_batch_size", "8",
+            "--per_device_eval_batch_size", "32", "--disable_tqdm", "--chat_samples", "0", "--seed", "0",
+            f"--fp16={dtype == 'float16'}", f"--emulate_ascend={emulate}"])
+    from ms_gpt.recipes.finetune import FinetuneArguments, finetune
+    args = FinetuneArguments(task=case, tokenizer="char", n_layer=1, n_head=2, n_embd=32, dropout=0.0,
+                             max_seq_length=32, padding="auto", per_device_train_batch_size=8,
+                             per_device_eval_batch_size=32, learning_rate=2e-3, evaluation_strategy="no",
+                             save_strategy="no", logging_steps=1, disable_tqdm=True, seed=0, output_dir=str(out),
+                             validation_split=0.1, max_eval_samples=16, max_train_samples=32, max_steps=4,
+                             fp16=dtype == "float16", emulate_ascend=emulate, **TASK_DATA[case])
+    return finetune(args, log=lambda *_: None)
+
+
+def _logged_losses(out) -> list:
+    with open(os.path.join(out, "metrics.jsonl"), encoding="utf-8") as f:
+        return [r["loss"] for r in map(json.loads, f) if "loss" in r]
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory):
+    """A tiny char-level GPT-2 pretrained for 4 steps (plain CPU, float32): init_from of the LoRA case."""
+    out = tmp_path_factory.mktemp("base")
+    _run_recipe("pretrain", "float32", False, out)
+    device_module._STATE.pop("policy", None)
+    return str(out)
+
+
+MATRIX = [(case, "float32") for case in ("pretrain", *TASK_DATA, "dialogue", "lora")] + \
+    [(case, "float16") for case in ("pretrain", "classification", "dialogue", "lora")] + \
+    [pytest.param(case, "float16", marks=pytest.mark.slow) for case in ("entailment", "similarity", "multiple_choice")]
+
+
+@pytest.mark.parametrize("case,dtype", MATRIX)
+def test_emulated_ascend_run_matches_the_cpu_run(tmp_path, base_model, case, dtype):
+    """The run under `--emulate_ascend=true` (static shapes, O0, fused LayerNorm) trains as the plain CPU run does
+    (logged losses within LOSS_ATOL) with ONE compiled train graph, and reports the compute dtype it trained in (the
+    trained model's config: fp16 reached scratch, init_from + LoRA and dialogue models alike)."""
+    runs = {}
+    for emulate in (False, True):
+        out = tmp_path / ("emulated" if emulate else "cpu")
+        runs[emulate] = (_run_recipe(case, dtype, emulate, out, base_model), _logged_losses(out))
+    (plain, plain_losses), (emulated, emulated_losses) = runs[False], runs[True]
+    assert len(plain_losses) == len(emulated_losses) == 4
+    np.testing.assert_allclose(emulated_losses, plain_losses, atol=LOSS_ATOL[dtype])
+    for results in (plain, emulated):
+        assert results["compute_dtype"] == dtype
+        assert ("loss_scale" in results) == (dtype == "float16")
+    assert emulated["execution_policy"]["static_shapes"] and emulated["execution_policy"]["jit_level"] == "O0"
+    assert not plain["execution_policy"]["static_shapes"]
+    if "train_compilations" in emulated:
+        assert emulated["train_compilations"] == 1
+    if "padding" in emulated:
+        assert emulated["padding"] == "max_length"

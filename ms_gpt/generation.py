@@ -632,13 +632,20 @@ def generate_text(model, tokenizer, prompt: str, max_new_tokens: Optional[int] =
 
 
 def dtype_override(dtype: Optional[str]) -> dict:
-    """from_pretrained's config override of an inference command's --dtype (none: the checkpoint's dtype)."""
+    """from_pretrained's config override of an inference command's --dtype (none: the checkpoint's dtype). Where
+    the host lacks the kernel, one line on stderr (float16 on CPU) or one clear error (bfloat16 on CPU)."""
     if dtype is None:
         return {}
+    import sys
+
     from .config import COMPUTE_DTYPES
+    from .device import compute_dtype_note
 
     if dtype not in COMPUTE_DTYPES:
         raise ValueError(f"dtype={dtype!r}; expected one of {', '.join(COMPUTE_DTYPES)}")
+    note = compute_dtype_note(dtype, current_policy())
+    if note:
+        print(note, file=sys.stderr)
     return {"compute_dtype": dtype}
 
 

@@ -355,7 +355,7 @@ def _run_recipe(case, dtype, emulate, out, base=None) -> dict:
                              max_seq_length=32, padding="auto", per_device_train_batch_size=8,
                              per_device_eval_batch_size=32, learning_rate=2e-3, evaluation_strategy="no",
                              save_strategy="no", logging_steps=1, disable_tqdm=True, seed=0, output_dir=str(out),
-                             validation_split=0.1, max_eval_samples=16, max_train_samples=32, max_steps=4,
+                             validation_split=0.0, max_train_samples=32, max_steps=4,
                              fp16=dtype == "float16", emulate_ascend=emulate, **TASK_DATA[case])
     return finetune(args, log=lambda *_: None)
 
@@ -400,3 +400,58 @@ def test_emulated_ascend_run_matches_the_cpu_run(tmp_path, base_model, case, dty
         assert emulated["train_compilations"] == 1
     if "padding" in emulated:
         assert emulated["padding"] == "max_length"
+
+
+def test_evaluate_and_cached_generation_under_the_emulated_policy(base_model):
+    """`python -m ms_gpt.evaluate --emulate_ascend=true` scores as the plain run does, and so does `--dtype
+    float16` within its rounding; cached greedy generation gives the same ids under both policies (fp32), with the
+    emulated policy's static decode windows (one graph here: the window of n_positions=16)."""
+    from ms_gpt.evaluate import main as evaluate_main
+
+    common = ["--model", base_model, "--text_file", os.path.join(ROOT, "data", "tinyshakespeare", "input.txt"),
+              "--max_length", "16", "--stride", "16", "--per_device_eval_batch_size", "64", "--disable_tqdm"]
+    plain = evaluate_main(common)
+    emulated = evaluate_main(common + ["--emulate_ascend=true"])
+    half = evaluate_main(common + ["--emulate_ascend=true", "--dtype", "float16"])
+    assert plain["tokens"] == emulated["tokens"] == half["tokens"] > 10000
+    assert emulated["perplexity"] == pytest.approx(plain["perplexity"], rel=1e-5)
+    assert half["perplexity"] == pytest.approx(plain["perplexity"], rel=1e-2)
+    prompt = np.arange(1, 6).reshape(1, 5)
+    ids = {}
+    for policy in (CPU, EMULATED):
+        with use_policy(policy):
+            model = GPTLMHeadModel.from_pretrained(base_model)
+            ids[policy.emulate_ascend] = generate(model, prompt, max_new_tokens=10, eos_token_id=[])
+            assert compile_counts(model) == {"prefill": 1, "decode": 1, "forward": 0}
+    np.testing.assert_array_equal(ids[True], ids[False])
+
+
+# ---- inference dtype ------------------------------------------------------------------------------------------------
+def test_fp16_inference_greedy_equals_fp32_where_the_margins_allow():
+    """--dtype float16 (generate/chat/evaluate): float16 matmuls and a float16 KV cache. The check that makes the
+    equality a proof rather than luck: on the greedy sequence, float16's logits stay within half of fp32's smallest
+    top-1/top-2 gap of any step, so no step's argmax can flip; then the ids are compared (and equal HF's)."""
+    from ms_gpt.generation import _compiled_steps, dtype_override
+
+    path = os.path.join(FIXTURES, "hf", "gpt2")
+    ref = np.load(os.path.join(path, "expected.npz"))
+    prompt, expected = ref["prompt_ids"], ref["greedy_ids"]
+    fp32 = GPTLMHeadModel.from_pretrained(path)
+    fp16 = GPTLMHeadModel.from_pretrained(path, **dtype_override("float16"))
+    sequence = Tensor(expected[:, :-1], ms.int32)
+    logits32, logits16 = fp32(sequence).asnumpy()[0], fp16(sequence).asnumpy()[0]
+    steps = slice(prompt.shape[1] - 1, None)  # the positions whose argmax is a generated token
+    top2 = np.sort(logits32[steps], axis=-1)[:, -2:]
+    margin = float((top2[:, 1] - top2[:, 0]).min())
+    error = float(np.abs(logits16[steps] - logits32[steps]).max())
+    assert 0 < error < margin / 2, (error, margin)
+    new = expected.shape[1] - prompt.shape[1]
+    ids16 = generate(fp16, prompt, max_new_tokens=new, eos_token_id=[])
+    np.testing.assert_array_equal(ids16, generate(fp32, prompt, max_new_tokens=new, eos_token_id=[]))
+    np.testing.assert_array_equal(ids16, expected)
+    keys = next(iter(_compiled_steps(fp16).by_batch.values()))[0][0].keys
+    assert {str(k.dtype) for k in keys} == {"Float16"}
+    keys32 = next(iter(_compiled_steps(fp32).by_batch.values()))[0][0].keys
+    assert {str(k.dtype) for k in keys32} == {"Float32"}
+    with pytest.raises(ValueError, match="dtype='float8'; expected one of float32, float16, bfloat16"):
+        dtype_override("float8")

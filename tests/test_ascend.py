@@ -374,9 +374,12 @@ def base_model(tmp_path_factory):
     return str(out)
 
 
-MATRIX = [(case, "float32") for case in ("pretrain", *TASK_DATA, "dialogue", "lora")] + \
-    [(case, "float16") for case in ("pretrain", "classification", "dialogue", "lora")] + \
-    [pytest.param(case, "float16", marks=pytest.mark.slow) for case in ("entailment", "similarity", "multiple_choice")]
+# The default run covers every recipe and task format under emulation at one dtype at least, and fp16 through scratch
+# pretraining, init_from + LoRA and dialogue (~3 min on 2 cores); the rest of the product is marked slow.
+MATRIX = [(case, "float32") for case in (*TASK_DATA, "lora")] + \
+    [(case, "float16") for case in ("pretrain", "dialogue", "lora")] + \
+    [pytest.param(case, dtype, marks=pytest.mark.slow) for case, dtype in
+     (("pretrain", "float32"), ("dialogue", "float32"), *((task, "float16") for task in TASK_DATA))]
 
 
 @pytest.mark.parametrize("case,dtype", MATRIX)
@@ -429,8 +432,8 @@ def test_evaluate_and_cached_generation_under_the_emulated_policy(base_model):
 # ---- inference dtype ------------------------------------------------------------------------------------------------
 def test_fp16_inference_greedy_equals_fp32_where_the_margins_allow():
     """--dtype float16 (generate/chat/evaluate): float16 matmuls and a float16 KV cache. The check that makes the
-    equality a proof rather than luck: on the greedy sequence, float16's logits stay within half of fp32's smallest
-    top-1/top-2 gap of any step, so no step's argmax can flip; then the ids are compared (and equal HF's)."""
+    equality a proof rather than luck: along the greedy sequence, at every step float16's logits stay within half of
+    that step's fp32 top-1/top-2 gap, so no argmax can flip; then the ids are compared (and equal HF's)."""
     from ms_gpt.generation import _compiled_steps, dtype_override
 
     path = os.path.join(FIXTURES, "hf", "gpt2")
@@ -442,9 +445,9 @@ def test_fp16_inference_greedy_equals_fp32_where_the_margins_allow():
     logits32, logits16 = fp32(sequence).asnumpy()[0], fp16(sequence).asnumpy()[0]
     steps = slice(prompt.shape[1] - 1, None)  # the positions whose argmax is a generated token
     top2 = np.sort(logits32[steps], axis=-1)[:, -2:]
-    margin = float((top2[:, 1] - top2[:, 0]).min())
-    error = float(np.abs(logits16[steps] - logits32[steps]).max())
-    assert 0 < error < margin / 2, (error, margin)
+    margin = top2[:, 1] - top2[:, 0]  # per step: fp32's top-1 minus top-2 (0.10 to 2.3 here)
+    error = np.abs(logits16[steps] - logits32[steps]).max(axis=-1)  # per step: float16's largest deviation
+    assert (error > 0).all() and (2 * error < margin).all(), (error, margin)
     new = expected.shape[1] - prompt.shape[1]
     ids16 = generate(fp16, prompt, max_new_tokens=new, eos_token_id=[])
     np.testing.assert_array_equal(ids16, generate(fp32, prompt, max_new_tokens=new, eos_token_id=[]))

@@ -458,3 +458,49 @@ def test_fp16_inference_greedy_equals_fp32_where_the_margins_allow():
     assert {str(k.dtype) for k in keys32} == {"Float32"}
     with pytest.raises(ValueError, match="dtype='float8'; expected one of float32, float16, bfloat16"):
         dtype_override("float8")
+
+
+@pytest.mark.slow  # ~60 s on 2 busy cores: three processes compile the step
+def test_fp16_data_parallel_two_msrun_workers_equal_one_process_at_double_batch(tmp_path):
+    """fp16 under `msrun` with 2 workers, emulated Ascend policy: the overflow verdict is reduced over the ranks
+    (AllReduce SUM of the overflow flags; the CPU backend has no MAX) and the gradients averaged, so the run trains
+    as one process at the double batch does, and both end with the same loss scale."""
+    import socket
+    import subprocess
+    import sys
+
+    from safetensors.numpy import load_file
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, GLOG_v="3")
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    common = ["--train_file", "data/tinyshakespeare/input.txt", "--block_size", "16", "--n_layer", "1", "--n_head",
+              "2", "--n_embd", "32", "--max_steps", "4", "--eval_steps", "0", "--eval_iters", "1",
+              "--per_device_eval_batch_size", "8", "--logging_steps", "2", "--save_steps", "0", "--sample_tokens",
+              "0", "--eval_perplexity=false", "--disable_tqdm", "--fp16=true", "--emulate_ascend=true",
+              "--max_grad_norm", "0"]
+    dp = subprocess.run([os.path.join(os.path.dirname(sys.executable), "msrun"), "--worker_num=2",
+                         "--local_worker_num=2", f"--master_port={port}", "--join=True",
+                         f"--log_dir={tmp_path / 'logs'}", "ms_gpt/pretrain.py", *common,
+                         "--per_device_train_batch_size", "4", "--output_dir", str(tmp_path / "dp")],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "logs").glob("worker_*.log"))
+    assert dp.returncode == 0, logs[-3000:]
+    single = subprocess.run([sys.executable, "-m", "ms_gpt.pretrain", *common, "--per_device_train_batch_size", "8",
+                             "--output_dir", str(tmp_path / "single")], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert "compute_dtype float16" in logs and "compute_dtype float16" in single.stdout
+    a, b = load_file(str(tmp_path / "dp" / "model.safetensors")), load_file(str(tmp_path / "single" /
+                                                                                "model.safetensors"))
+    assert a.keys() == b.keys()
+    diffs = np.concatenate([np.abs(a[k] - b[k]).ravel() for k in a])
+    # float16 MatMul outputs (the weight gradients included) are rounded per half batch vs per whole batch, and
+    # AdamW turns a near-zero gradient's last-bit difference into up to lr per step: nearly all weights agree to
+    # 1e-5, none by more than 4 steps x lr
+    assert np.mean(diffs > 1e-5) < 0.01 and diffs.max() < 4 * 1e-3, (np.mean(diffs > 1e-5), diffs.max())
+    scales = [ms.load_checkpoint(str(tmp_path / run / "checkpoint-4" / "training_state.ckpt"))["loss_scale"]
+              for run in ("dp", "single")]
+    assert float(scales[0].asnumpy()) == float(scales[1].asnumpy()) == 65536.0

@@ -75,7 +75,7 @@ class TrainStep(nn.Cell):
     Overflow is detected by MindSpore's own `amp.all_finite`, which takes the path of the chip: the NPU float-status
     registers on Atlas training series (910A, saturation mode: an overflow there is a large finite number that
     `isfinite` misses), the AllFinite kernel on 910B, isfinite elsewhere (`ExecutionPolicy.overflow_check`). Under
-    data parallel the verdict is reduced over the ranks (MAX of the overflow flag), so every rank skips or steps
+    data parallel the verdict is reduced over the ranks (SUM of the overflow flags), so every rank skips or steps
     together. Dynamic loss scale: an overflowing step leaves the weights and optimizer state alone and divides the
     scale by `scale_factor` (floor 1); `scale_window` finite steps in a row multiply it by `scale_factor`."""
 
@@ -98,7 +98,8 @@ class TrainStep(nn.Cell):
         if reducer is not None and loss_scale is not None:
             from mindspore.communication import GlobalComm
 
-            self.overflow_allreduce = ops.AllReduce(ops.ReduceOp.MAX, GlobalComm.WORLD_COMM_GROUP)
+            # SUM of the ranks' overflow flags (as MindSpore's loss-scale cell; the CPU backend reduces SUM only)
+            self.overflow_allreduce = ops.AllReduce(ops.ReduceOp.SUM, GlobalComm.WORLD_COMM_GROUP)
 
     def forward(self, input_ids, attention_mask, token_type_ids, position_ids, labels, targets, mc_token_ids,
                 mc_labels):

@@ -290,21 +290,18 @@ def test_fp16_gradient_accumulation_equals_the_larger_batch(tmp_path):
 
 
 def test_fp16_kill_and_resume_keeps_the_scale_and_its_good_step_count(tmp_path):
+    """Uninterrupted, scale 1024 with scale_window 4 ends at (4096, 2 good steps) after 10 steps. Killed after the
+    checkpoint of step 5 (2048, 1) and resumed, the run ends there too only if both were restored: a reset good-step
+    count would end at (4096, 1), a reset scale at (2048, 2). (Weights after resume: tests/test_engine.py.)"""
     options = dict(loss_scale_value=1024.0, scale_window=4)
-    full, _ = _fp16_trainer(tmp_path / "full", steps=10, **options)
-    full_summary = full.train()
-    assert (full_summary["loss_scale"], full_summary["loss_scale_good_steps"]) == (4096.0, 2)
     killed, _ = _fp16_trainer(tmp_path / "resumed", steps=10, fail_after=7, **options)
     with pytest.raises(KeyboardInterrupt):
         killed.train()
     saved = ms.load_checkpoint(str(tmp_path / "resumed" / "checkpoint-5" / "training_state.ckpt"))
     assert (float(saved["loss_scale"].asnumpy()), int(saved["loss_scale_good_steps"].asnumpy())) == (2048.0, 1)
     resumed, _ = _fp16_trainer(tmp_path / "resumed", steps=10, resume="auto", **options)
-    resumed.train()
-    assert resumed.precision_state() == full.precision_state()
-    ref = {p.name: p.asnumpy() for p in full.model.get_parameters()}
-    for p in resumed.model.get_parameters():
-        np.testing.assert_allclose(p.asnumpy(), ref[p.name], atol=1e-6, err_msg=p.name)
+    summary = resumed.train()
+    assert (summary["loss_scale"], summary["loss_scale_good_steps"]) == (4096.0, 2)
 
 
 # ---- the emulated-Ascend matrix: each recipe under the Ascend policy against the plain CPU run ---------------------

@@ -304,6 +304,7 @@ def finetune(args: FinetuneArguments, log=print) -> dict:
 
         save_model(model, args)
         tokenizer.save_pretrained(args.output_dir)
+        results.setdefault("compute_dtype", model.config.compute_dtype)  # the mindnlp trainer's runs too
         results.update(task=args.task, trainer=args.trainer, padding=policy,
                        train_samples=len(encoded["train"]), label_names=train_data.label_names)
         with atomic_write(os.path.join(args.output_dir, "all_results.json")) as f:

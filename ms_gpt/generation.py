@@ -1,10 +1,11 @@
 """Text generation for `GPTLMHeadModel`: greedy and sampled decoding with a static KV cache.
 
-The KV cache of a batch size is a set of Parameters with n_positions + PREFILL_CHUNK slots, written in place (only
-the new slots move). The prompt enters it in PREFILL_CHUNK-token chunks and each new token in a one-token step that
-attends to the first W slots only, W = the call's prompt + new tokens rounded up to WINDOW_STEP: on CPU and GPU one
-graph whose window axis is dynamic serves every W; on Ascend (static shapes) one graph per window in
-STATIC_WINDOWS. These graphs are compiled once per batch size, on its first call, and reused by every later call,
+The KV cache of a batch size is a set of Parameters with n_positions + C slots (C = PREFILL_CHUNK, or n_positions
+when smaller), in the model's compute dtype, written in place (only the new slots move). The prompt enters it in
+C-token chunks and each new token in a one-token step that attends to the first W <= n_positions slots only, W = the
+call's prompt + new tokens rounded up to WINDOW_STEP: on CPU and GPU one graph whose window axis is dynamic serves
+every W; on Ascend and under `emulate_ascend` (static decode windows, `device.ExecutionPolicy`) one graph per window
+in STATIC_WINDOWS plus one of n_positions. These graphs are compiled once per batch size, on its first call, and reused by every later call,
 whatever its prompt length or max_new_tokens (a chat's turns included). Greedy decoding takes the argmax in the
 graph; other token choice (repetition penalty, temperature, top-k, top-p, sampling) runs on the host with a seeded
 numpy Generator on the step's logits, so a seed gives the same text on every device.
@@ -34,7 +35,7 @@ from .device import compiled, current_policy, graph_mode
 
 PREFILL_CHUNK = 32  # the prompt enters the cache in chunks of this many tokens (at most n_positions: `_chunk`)
 WINDOW_STEP = 32  # a decode step attends to the first W cache slots, W a multiple of this (dynamic window axis)
-STATIC_WINDOWS = (256,)  # static-shape devices: one decode graph per window here, plus one over all slots
+STATIC_WINDOWS = (256,)  # static-shape devices: one decode graph per window here, plus one of n_positions
 CACHE_BUCKET = 64  # the no-cache path runs windows of a multiple of this, capped at n_positions
 IdsLike = Union[np.ndarray, Sequence[Sequence[int]], Sequence[int], Tensor]
 

@@ -285,7 +285,12 @@ def test_fp16_gradient_accumulation_equals_the_larger_batch(tmp_path):
                                [r["loss"] for r in big.history if "loss" in r], atol=1e-5)
     ref = {p.name: p.asnumpy() for p in big.model.get_parameters()}
     for p in small.model.get_parameters():
-        np.testing.assert_allclose(p.asnumpy(), ref[p.name], atol=3e-4, err_msg=p.name)
+        value, expected = p.asnumpy(), ref[p.name]
+        if p.name.endswith("attn.c_attn.bias"):
+            # the key bias [C:2C] has an exactly zero gradient (softmax ignores a shift shared by a query's scores):
+            # its AdamW updates are rounding noise amplified to +-lr, in either run
+            value, expected = np.delete(value, np.s_[32:64]), np.delete(expected, np.s_[32:64])
+        np.testing.assert_allclose(value, expected, atol=3e-4, err_msg=p.name)
     assert small.precision_state() == big.precision_state()
 
 

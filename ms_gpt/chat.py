@@ -34,7 +34,7 @@ def main(argv=None) -> None:
     from ms_gpt.device import setup_device
     from ms_gpt.dialogue import ChatSession
 
-    setup_device(args.device_target)
+    setup_device(args.device_target, emulate_ascend=args.emulate_ascend)
     model, tokenizer = args.load()
     options = args.generate_kwargs()
     options.pop("max_new_tokens", None)  # per reply; a reply runs from 1 token to the next [SEP]

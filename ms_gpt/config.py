@@ -228,14 +228,30 @@ class TrainingArguments:
     save_total_limit: int = field(default=2, metadata={"help": "keep the last K step checkpoints (plus the best)"})
     resume_from_checkpoint: Optional[str] = field(
         default=None, metadata={"help": "a checkpoint dir, or \"auto\" = the latest in output_dir"})
-    fp16: bool = field(default=False, metadata={"help": "float16 matmuls with dynamic loss scaling (Ascend/GPU)"})
-    bf16: bool = field(default=False, metadata={"help": "bfloat16 matmuls (Ascend)"})
+    fp16: bool = field(default=False, metadata={"help": (
+        "float16 matmuls (every model: scratch, pretrained, init_from, LoRA) with dynamic loss scaling; "
+        "the CPU backend runs them through casts (no fp16 MatMul kernel in MindSpore 2.7)")})
+    bf16: bool = field(default=False, metadata={"help": "bfloat16 matmuls (Ascend A2; the CPU backend has none)"})
+    loss_scale_value: float = field(default=65536.0, metadata={
+        "help": "fp16: initial dynamic loss scale (2^16, as HF/torch and MindFormers)"})
+    scale_factor: float = field(default=2.0, metadata={
+        "help": "fp16: the loss scale is divided by this on an overflowing step and multiplied after scale_window "
+                "good steps (MindFormers' name)"})
+    scale_window: int = field(default=1000, metadata={
+        "help": "fp16: good (finite) steps in a row before the loss scale grows (MindFormers' name)"})
     device_target: str = field(default="auto", metadata={"help": "device: auto | CPU | GPU | Ascend"})
+    emulate_ascend: bool = field(default=False, metadata={"help": (
+        "on CPU/GPU, make exactly the graph choices an Ascend job makes (static shapes, padding auto = max_length, "
+        "jit level O0, fused LayerNorm, static decode windows): dry-run an Ascend config before submitting it")})
+    ascend_precision_mode: Optional[str] = field(default=None, metadata={"help": (
+        "Ascend op precision mode (MindSpore's precision_mode), e.g. must_keep_origin_dtype for a true float32 run "
+        "on Atlas training series (910A), whose default lowers matmuls to float16; None = MindSpore's default")})
     jit: bool = field(
         default=True, metadata={"help": "compile the train/eval steps (graph mode); False = PyNative, for debugging"})
     jit_level: str = field(
         default="auto",
-        metadata={"help": "MindSpore graph optimisation level O0 | O1 | O2; auto = O1 on CPU, O0 on Ascend/GPU"})
+        metadata={"help": "MindSpore graph optimisation level O0 | O1 | O2 (static shapes only); auto = O1 on CPU, "
+                          "O0 on Ascend/GPU and with emulate_ascend"})
     disable_tqdm: bool = field(default=False, metadata={"help": "no progress bar (log lines only)"})
     gradient_checkpointing: bool = field(default=False, metadata={
         "help": "recompute each Block's activations in the backward pass (MindSpore recompute; for Ascend: on "

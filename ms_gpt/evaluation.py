@@ -78,6 +78,8 @@ class EvaluateArguments:
     device_target: str = field(default="auto", metadata={"help": "auto | CPU | GPU | Ascend"})
     jit: bool = field(default=True, metadata={"help": "compile the scoring step (false = PyNative, debugging)"})
     jit_level: str = field(default="auto", metadata={"help": "MindSpore graph optimisation level O0 | O1 | O2"})
+    dtype: Optional[str] = field(default=None, metadata={"help": "matmul and KV-cache dtype: float32 | float16 | bfloat16 (None = the checkpoint's config.json compute_dtype)"})
+    emulate_ascend: bool = field(default=False, metadata={"help": "make the graph choices an Ascend job makes (static decode windows, jit level O0, fused LayerNorm) on CPU/GPU"})
     disable_tqdm: bool = field(default=False, metadata={"help": "no progress bar"})
 
     def __post_init__(self) -> None:
@@ -437,10 +439,12 @@ def evaluate(args: EvaluateArguments, log: Callable = print) -> dict[str, Any]:
 
     if not args.model:
         raise ValueError("give --model (a model directory or hub name)")
-    device = setup_device(args.device_target)
+    device = setup_device(args.device_target, emulate_ascend=args.emulate_ascend)
     model_path = resolve_path(args.model)
     tokenizer = load_tokenizer(resolve_path(args.tokenizer) if args.tokenizer else model_path)
-    model = GPTLMHeadModel.from_pretrained(model_path)
+    from .generation import dtype_override
+
+    model = GPTLMHeadModel.from_pretrained(model_path, **dtype_override(args.dtype))
     model.set_train(False)
     scorer = TokenScorer(model, args.per_device_eval_batch_size, args.jit, args.jit_level, args.disable_tqdm)
     result: dict[str, Any] = {"task": args.task, "model": args.model}

@@ -41,7 +41,7 @@ def main(argv=None) -> list[str]:
     from ms_gpt.device import setup_device
     from ms_gpt.exported import is_exported_dir, load_exported
 
-    setup_device(args.device_target)
+    setup_device(args.device_target, emulate_ascend=args.emulate_ascend)
     if is_exported_dir(args.model):  # written by python -m ms_gpt.export: decode with its MindIR graphs alone
         model, tokenizer = load_exported(args.model)
     else:

@@ -1,10 +1,11 @@
 """Text generation for `GPTLMHeadModel`: greedy and sampled decoding with a static KV cache.
 
-The KV cache of a batch size is a set of Parameters with n_positions + PREFILL_CHUNK slots, written in place (only
-the new slots move). The prompt enters it in PREFILL_CHUNK-token chunks and each new token in a one-token step that
-attends to the first W slots only, W = the call's prompt + new tokens rounded up to WINDOW_STEP: on CPU and GPU one
-graph whose window axis is dynamic serves every W; on Ascend (static shapes) one graph per window in
-STATIC_WINDOWS. These graphs are compiled once per batch size, on its first call, and reused by every later call,
+The KV cache of a batch size is a set of Parameters with n_positions + C slots (C = PREFILL_CHUNK, or n_positions
+when smaller), in the model's compute dtype, written in place (only the new slots move). The prompt enters it in
+C-token chunks and each new token in a one-token step that attends to the first W <= n_positions slots only, W = the
+call's prompt + new tokens rounded up to WINDOW_STEP: on CPU and GPU one graph whose window axis is dynamic serves
+every W; on Ascend and under `emulate_ascend` (static decode windows, `device.ExecutionPolicy`) one graph per window
+in STATIC_WINDOWS plus one of n_positions. These graphs are compiled once per batch size, on its first call, and reused by every later call,
 whatever its prompt length or max_new_tokens (a chat's turns included). Greedy decoding takes the argmax in the
 graph; other token choice (repetition penalty, temperature, top-k, top-p, sampling) runs on the host with a seeded
 numpy Generator on the step's logits, so a seed gives the same text on every device.
@@ -30,17 +31,23 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
-from .device import compiled, graph_mode
+from .device import compiled, current_policy, graph_mode
 
-PREFILL_CHUNK = 32  # the prompt enters the cache in chunks of this many tokens (one compiled prefill shape)
+PREFILL_CHUNK = 32  # the prompt enters the cache in chunks of this many tokens (at most n_positions: `_chunk`)
 WINDOW_STEP = 32  # a decode step attends to the first W cache slots, W a multiple of this (dynamic window axis)
-STATIC_WINDOWS = (256,)  # static-shape devices: one decode graph per window here, plus one over all slots
+STATIC_WINDOWS = (256,)  # static-shape devices: one decode graph per window here, plus one of n_positions
 CACHE_BUCKET = 64  # the no-cache path runs windows of a multiple of this, capped at n_positions
 IdsLike = Union[np.ndarray, Sequence[Sequence[int]], Sequence[int], Tensor]
 
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
+
+
+def _chunk(config) -> int:
+    """The prefill chunk of a model: PREFILL_CHUNK, or n_positions when that is smaller (a chunk is one forward
+    over that many positions)."""
+    return min(PREFILL_CHUNK, config.n_positions)
 
 
 # ---- compiled steps ---------------------------------------------------------------------------------------------
@@ -60,12 +67,18 @@ class _KVCache:
     """
 
     def __init__(self, config, batch: int):
-        self.slots = config.n_positions + PREFILL_CHUNK
+        self.slots = config.n_positions + _chunk(config)
         shape = (batch * config.n_head * self.slots, config.head_dim)  # row (b * H + h) * slots + slot
+        # the model's compute dtype (generate/chat/evaluate --dtype): float16 halves the cache on Ascend
+        dtype = {"float32": np.float32, "float16": np.float16}.get(getattr(config, "compute_dtype", "float32"))
 
         def make(kind):
-            return ParameterTuple(Parameter(Tensor(np.zeros(shape, np.float32)), name=f"kv_cache.b{batch}.{i}.{kind}",
-                                            requires_grad=False) for i in range(config.n_layer))
+            if dtype is None:  # bfloat16 has no numpy type: made in float32, cast by MindSpore
+                values = Tensor(np.zeros(shape, np.float32)).astype(ms.bfloat16)
+            else:
+                values = Tensor(np.zeros(shape, dtype))
+            return ParameterTuple(Parameter(values, name=f"kv_cache.b{batch}.{i}.{kind}", requires_grad=False)
+                                  for i in range(config.n_layer))
         self.keys, self.values = make("key"), make("value")
 
 
@@ -133,7 +146,9 @@ class _CompiledSteps:
             cells = (_CachedStep(self.model, cache), _CachedStep(self.model, cache))
             steps = tuple(compiled(cell) for cell in cells)
             static = _static_shapes()
-            windows = sorted({min(w, cache.slots) for w in STATIC_WINDOWS} | {cache.slots}) if static else None
+            # every window <= n_positions: a decode step never needs more (the prompt is trimmed to fit)
+            n_positions = self.model.config.n_positions
+            windows = sorted({min(w, n_positions) for w in STATIC_WINDOWS} | {n_positions}) if static else None
             decode = cells[1]
             with graph_mode():
                 if static:
@@ -141,7 +156,7 @@ class _CompiledSteps:
                         decode.compile(*_decode_inputs(batch, w))
                 else:
                     decode.set_inputs(*_decode_inputs(batch, None))
-                    decode.compile(*_decode_inputs(batch, WINDOW_STEP))
+                    decode.compile(*_decode_inputs(batch, min(WINDOW_STEP, n_positions)))
             self.by_batch[batch] = (cells, steps, windows, cache.slots)
         _, (prefill, decode), windows, slots = self.by_batch[batch]
         return prefill, decode, windows, slots
@@ -317,8 +332,9 @@ def _i32(array) -> Tensor:
 
 
 def _static_shapes() -> bool:
-    """Whether the device compiles static shapes only (Ascend): then no graph with a dynamic window axis."""
-    return ms.get_context("device_target") == "Ascend"
+    """Whether decode windows are static (Ascend, or `emulate_ascend`): then no graph with a dynamic window axis.
+    The execution policy decides (`device.ExecutionPolicy.static_decode_windows`)."""
+    return current_policy().static_decode_windows
 
 
 def _decode_inputs(batch: int, window: Optional[int]) -> tuple:
@@ -347,9 +363,10 @@ class _CachedDecoder:
         self.prefill, self.decode, windows, slots = steps.cached(batch)
         # the smallest window holding every slot this call attends to (the last new token is never fed back)
         needed = width + max_new_tokens - 1
-        window = min(_round_up(needed, WINDOW_STEP), slots) if windows is None else min(w for w in windows
-                                                                                         if w >= needed)
-        chunks = _round_up(width, PREFILL_CHUNK)
+        window = min(_round_up(needed, WINDOW_STEP), n_positions) if windows is None else \
+            min(w for w in windows if w >= needed)
+        self.chunk = min(PREFILL_CHUNK, n_positions)
+        chunks = _round_up(width, self.chunk)
         self.ids = np.pad(ids, ((0, 0), (0, chunks - width)))
         self.positions = np.pad(position_ids_from_mask(mask), ((0, 0), (0, chunks - width)))
         # every slot after the prompt will hold a real token; the model hides the future ones by slot <= own slot
@@ -364,9 +381,9 @@ class _CachedDecoder:
 
     def start(self):
         out = None
-        for begin in range(0, self.ids.shape[1], PREFILL_CHUNK):
-            end = begin + PREFILL_CHUNK
-            last = min(self.width - 1 - begin, PREFILL_CHUNK - 1)
+        for begin in range(0, self.ids.shape[1], self.chunk):
+            end = begin + self.chunk
+            last = min(self.width - 1 - begin, self.chunk - 1)
             out = self.prefill(_i32(self.ids[:, begin:end]), _i32(self.positions[:, begin:end]), self.cache_mask,
                                _i32([begin]), _i32([last]))
         return out
@@ -624,6 +641,24 @@ def generate_text(model, tokenizer, prompt: str, max_new_tokens: Optional[int] =
     return texts
 
 
+def dtype_override(dtype: Optional[str]) -> dict:
+    """from_pretrained's config override of an inference command's --dtype (none: the checkpoint's dtype). Where
+    the host lacks the kernel, one line on stderr (float16 on CPU) or one clear error (bfloat16 on CPU)."""
+    if dtype is None:
+        return {}
+    import sys
+
+    from .config import COMPUTE_DTYPES
+    from .device import compute_dtype_note
+
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"dtype={dtype!r}; expected one of {', '.join(COMPUTE_DTYPES)}")
+    note = compute_dtype_note(dtype, current_policy())
+    if note:
+        print(note, file=sys.stderr)
+    return {"compute_dtype": dtype}
+
+
 # ---- command-line options shared by `python -m ms_gpt.generate` and `python -m ms_gpt.chat` ----------------------
 FROM_GENERATION_CONFIG = "None = generation_config.json's value, else "  # the help text of options it can set
 
@@ -652,6 +687,8 @@ class GenerationArguments:
     seed: Optional[int] = field(default=None, metadata={"help": "seed of the sampler (same seed, same text)"})
     use_cache: bool = field(default=True, metadata={"help": "decode with the static KV cache (False = recompute)"})
     device_target: str = field(default="auto", metadata={"help": "device: auto | CPU | GPU | Ascend"})
+    dtype: Optional[str] = field(default=None, metadata={"help": "matmul and KV-cache dtype: float32 | float16 | bfloat16 (None = the checkpoint's config.json compute_dtype)"})
+    emulate_ascend: bool = field(default=False, metadata={"help": "make the graph choices an Ascend job makes (static decode windows, jit level O0, fused LayerNorm) on CPU/GPU"})
 
     def load(self):
         """(model, tokenizer) of --model: a directory, or a hub name (its snapshot holds both; the bundled GPT-2 /
@@ -664,12 +701,12 @@ class GenerationArguments:
         if not self.model:
             raise ValueError("--model is required: a directory with config.json, weights and tokenizer files, or a "
                              "hub name")
-        model = GPTLMHeadModel.from_pretrained(self.model)
+        model = GPTLMHeadModel.from_pretrained(self.model, **dtype_override(self.dtype))
         local = os.path.exists(self.model) or self.model in BUNDLED_TOKENIZERS
         return model, load_tokenizer(self.model if local else getattr(model, "name_or_path", self.model))
 
     def generate_kwargs(self) -> dict:
         """The decoding options that are set, as generate() keyword arguments (model and device aside)."""
-        skip = {"model", "device_target", "prompt", "max_history"}
+        skip = {"model", "device_target", "prompt", "max_history", "dtype", "emulate_ascend"}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.name not in skip and getattr(self, f.name) is not None}

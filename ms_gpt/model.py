@@ -22,6 +22,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
 from .config import GPTConfig
+from .device import current_policy, lazy_inline_where_supported
 
 _MS_DTYPES = {"float32": ms.float32, "float16": ms.float16, "bfloat16": ms.bfloat16}
 IGNORE_INDEX = -100  # the label the loss skips (HF's value); the one definition, data and recipes import it
@@ -111,7 +112,7 @@ class LayerNorm(nn.Cell):
     kernel and its gradient took 2-4x longer at every training and evaluation shape measured (fwd+bwd [512, 64]: 518
     vs 240 us; [1024, 768]: 12.4 vs 3.1 ms; fwd [6400, 64]: 1.8 vs 0.74 ms), the same result within 1e-6. The
     fused kernel stays where it is faster: one-token decode steps (`fused=True`, [1, 768]: 29 vs 40 us) and other
-    devices (Ascend / GPU kernels are fused and fast).
+    devices (Ascend / GPU kernels are fused and fast) and under `emulate_ascend` (`device.ExecutionPolicy`).
     """
 
     def __init__(self, dim: int, eps: float):
@@ -119,7 +120,7 @@ class LayerNorm(nn.Cell):
         self.weight = Parameter(initializer("ones", (dim,), ms.float32), name="weight")
         self.bias = Parameter(initializer("zeros", (dim,), ms.float32), name="bias")
         self.norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
-        self.composed = ms.get_context("device_target") == "CPU"
+        self.composed = not current_policy().fused_layer_norm  # the execution policy at construction decides
         self.eps = eps
         self.dim = dim
         self.mean_of_row = Tensor(np.full((dim, 1), 1.0 / dim, np.float32))  # x @ this = the row means
@@ -195,8 +196,9 @@ class Attention(nn.Cell):
             # Reshape of the written Parameter would copy the whole cache anyway)
             batch, heads, seq, dim = k.shape
             write_rows, read_rows = cache_write
-            k = self.cache_write(layer_cache[0], write_rows, k.reshape(-1, dim))
-            v = self.cache_write(layer_cache[1], write_rows, v.reshape(-1, dim))
+            # the cache's dtype (generation's --dtype) is the stored keys'/values' dtype
+            k = self.cache_write(layer_cache[0], write_rows, k.reshape(-1, dim).astype(layer_cache[0].dtype))
+            v = self.cache_write(layer_cache[1], write_rows, v.reshape(-1, dim).astype(layer_cache[1].dtype))
             k = ops.gather(k, read_rows, 0).reshape(batch, heads, -1, dim)
             v = ops.gather(v, read_rows, 0).reshape(batch, heads, -1, dim)
         if self.compute_dtype == ms.float32:
@@ -235,6 +237,7 @@ class MLP(nn.Cell):
 class Block(nn.Cell):
     """GPT-2: x + attn(ln_1(x)), then + mlp(ln_2(.)). GPT-1: ln_1(x + attn(x)), then ln_2(. + mlp(.))."""
 
+    @lazy_inline_where_supported  # Ascend: one Block graph reused by every layer (compile time)
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.pre_norm = config.is_gpt2

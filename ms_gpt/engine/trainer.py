@@ -21,11 +21,11 @@ from typing import Any, Callable, Iterable, Optional, Protocol
 
 import numpy as np
 import mindspore as ms
-from mindspore import Tensor, nn, ops
+from mindspore import Tensor, amp, nn, ops
 
 from ..checkpoint import assign_weights
 from ..config import TrainingArguments
-from ..device import DeviceInfo, compiled, enable_compile_cache, setup_device
+from ..device import DeviceInfo, check_jit_level, compiled, enable_compile_cache, setup_device
 from ..paths import atomic_directory, atomic_path
 from .optim import AdamW, lr_schedule
 
@@ -70,10 +70,17 @@ def _call_model(model, input_ids, attention_mask, token_type_ids, position_ids, 
 
 class TrainStep(nn.Cell):
     """forward + backward (+ in-graph gradient accumulation over the leading micro-batch axis) + fp16 loss scaling
-    with overflow skip + data-parallel gradient mean + global-norm clipping + the AdamW update: one graph."""
+    with overflow skip + data-parallel gradient mean + global-norm clipping + the AdamW update: one graph.
+
+    Overflow is detected by MindSpore's own `amp.all_finite`, which takes the path of the chip: the NPU float-status
+    registers on Atlas training series (910A, saturation mode: an overflow there is a large finite number that
+    `isfinite` misses), the AllFinite kernel on 910B, isfinite elsewhere (`ExecutionPolicy.overflow_check`). Under
+    data parallel the verdict is reduced over the ranks (SUM of the overflow flags), so every rank skips or steps
+    together. Dynamic loss scale: an overflowing step leaves the weights and optimizer state alone and divides the
+    scale by `scale_factor` (floor 1); `scale_window` finite steps in a row multiply it by `scale_factor`."""
 
     def __init__(self, model: nn.Cell, optimizer: AdamW, accum: int, max_norm: float, reducer=None,
-                 loss_scale=None, good_steps=None):
+                 loss_scale=None, good_steps=None, scale_factor: float = 2.0, scale_window: int = 1000):
         super().__init__(auto_prefix=False)  # parameter names stay the model's (HF keys) and the optimizer's
         self.model = model
         self.optimizer = optimizer
@@ -84,7 +91,15 @@ class TrainStep(nn.Cell):
         self.use_scaling = loss_scale is not None
         self.loss_scale = loss_scale
         self.good_steps = good_steps
+        self.scale_factor = float(scale_factor)
+        self.scale_window = int(scale_window)
         self.hyper_map = ops.HyperMap()
+        self.overflow_allreduce = None
+        if reducer is not None and loss_scale is not None:
+            from mindspore.communication import GlobalComm
+
+            # SUM of the ranks' overflow flags (as MindSpore's loss-scale cell; the CPU backend reduces SUM only)
+            self.overflow_allreduce = ops.AllReduce(ops.ReduceOp.SUM, GlobalComm.WORLD_COMM_GROUP)
 
     def forward(self, input_ids, attention_mask, token_type_ids, position_ids, labels, targets, mc_token_ids,
                 mc_labels):
@@ -115,17 +130,19 @@ class TrainStep(nn.Cell):
         if self.reducer is not None:
             grads = self.reducer(grads)
         if self.use_scaling:
-            finite = ops.stack([ops.isfinite(g).all() for g in grads]).all()
+            finite = amp.all_finite(grads)
+            if self.overflow_allreduce is not None:
+                finite = self.overflow_allreduce(ops.logical_not(finite).astype(ms.float32)) < 0.5
             if finite:
                 if self.max_norm > 0:
                     grads = ops.clip_by_global_norm(grads, self.max_norm)
                 self.optimizer(grads)
                 ops.assign_add(self.good_steps, 1)
-                if self.good_steps >= 1000:  # grow the scale after a run of finite steps, as torch's GradScaler
-                    ops.assign(self.loss_scale, self.loss_scale * 2.0)
+                if self.good_steps >= self.scale_window:  # grow the scale after a run of finite steps
+                    ops.assign(self.loss_scale, self.loss_scale * self.scale_factor)
                     ops.assign(self.good_steps, 0)
             else:
-                ops.assign(self.loss_scale, ops.maximum(self.loss_scale * 0.5, 1.0))
+                ops.assign(self.loss_scale, ops.maximum(self.loss_scale / self.scale_factor, 1.0))
                 ops.assign(self.good_steps, 0)
             return loss
         if self.max_norm > 0:
@@ -197,7 +214,16 @@ class Trainer:
         self.compute_metrics = compute_metrics
         self.metric_for_best_model = metric_for_best_model
         self.greater_is_better = greater_is_better
-        self.device = device or setup_device(args.device_target, args.seed)
+        self.device = device or setup_device(args.device_target, args.seed, args.emulate_ascend,
+                                             args.ascend_precision_mode)
+        self.policy = self.device.policy
+        level = args.jit_level if args.jit_level != "auto" else self.policy.jit_level
+        check_jit_level(level, dynamic_shapes, "the training data (padding dynamic)")
+        if args.fp16 and args.bf16:
+            raise ValueError("fp16 and bf16 are both set; choose one")
+        if args.fp16 and (args.scale_factor <= 1 or args.scale_window < 1 or args.loss_scale_value < 1):
+            raise ValueError(f"fp16 loss scale: scale_factor={args.scale_factor} must be > 1, scale_window="
+                             f"{args.scale_window} >= 1 and loss_scale_value={args.loss_scale_value} >= 1")
         self.total_steps = int(total_steps or args.max_steps)
         if self.total_steps < 1:
             raise ValueError(f"max_steps must be positive, got {self.total_steps}")
@@ -226,16 +252,27 @@ class Trainer:
         if self.device.world_size > 1:
             reducer = nn.DistributedGradReducer(self.optimizer.params, mean=True, degree=self.device.world_size)
         if args.fp16:
-            self.loss_scale = ms.Parameter(Tensor(2.0 ** 16, ms.float32), name="loss_scale", requires_grad=False)
+            self.loss_scale = ms.Parameter(Tensor(float(args.loss_scale_value), ms.float32), name="loss_scale",
+                                           requires_grad=False)
             self.good_steps = ms.Parameter(Tensor(0, ms.int32), name="loss_scale_good_steps", requires_grad=False)
         self.train_cell = TrainStep(self.model, self.optimizer, args.gradient_accumulation_steps,
                                     float(args.max_grad_norm), reducer, self.loss_scale if args.fp16 else None,
-                                    self.good_steps if args.fp16 else None)
-        return compiled(self.train_cell, args.jit, args.jit_level, self.device.target)
+                                    self.good_steps if args.fp16 else None, args.scale_factor, args.scale_window)
+        return compiled(self.train_cell, args.jit, args.jit_level, self.policy)
 
     def _build_eval_step(self):
         self.eval_cell = EvalStep(self.model)
-        return compiled(self.eval_cell, self.args.jit, self.args.jit_level, self.device.target)
+        return compiled(self.eval_cell, self.args.jit, self.args.jit_level, self.policy)
+
+    def precision_state(self) -> dict:
+        """The run's compute dtype (read from the model's config), and with fp16 the loss scale and its good-step
+        count now (a host read): for the run's first lines and all_results.json."""
+        configs = {cell.config.compute_dtype for _, cell in self.model.cells_and_names() if hasattr(cell, "config")}
+        out = {"compute_dtype": ",".join(sorted(configs)) or self.args.compute_dtype}
+        if self.args.fp16:
+            out.update(loss_scale=float(self.loss_scale.asnumpy()),
+                       loss_scale_good_steps=int(self.good_steps.asnumpy()))
+        return out
 
     @property
     def train_compilations(self) -> int:
@@ -348,7 +385,8 @@ class Trainer:
         if bar is not None:
             bar.close()
         summary = {"step": self.step, "compile_seconds": compile_seconds, "tokens_per_second": tokens_per_second,
-                   "best_step": self.best_step, "best_metric": self.best_metric, **spent}
+                   "best_step": self.best_step, "best_metric": self.best_metric, **spent, **self.precision_state(),
+                   "execution_policy": self.policy.describe()}
         if main:
             self.plot_losses()
         return summary

@@ -235,13 +235,16 @@ def chat_evaluation(lm, tokenizer, heldout_turns: list[list[str]], args: Dialogu
 def run_dialogue(args: DialogueArguments, log=print) -> dict:
     """Pretrain (optional), fine-tune, evaluate, chat; writes the model, tokenizer and all_results.json to
     output_dir and returns the results."""
-    from ..device import setup_device
+    from ..device import setup_device, startup_lines
     from ..engine.trainer import Trainer
     from ..model import GPTLMHeadModel
     from ..tokenizers import load_tokenizer
 
     t_start = time.perf_counter()
-    device = setup_device(args.device_target, args.seed)
+    device = setup_device(args.device_target, args.seed, args.emulate_ascend, args.ascend_precision_mode)
+    for line in startup_lines(args.compute_dtype, device.policy):
+        if device.is_main:
+            log(line)
     # gradient accumulation stacks micro-batches, which therefore need one shape
     policy = resolve_policy(args.padding, device.static_shapes or args.gradient_accumulation_steps > 1)
     if policy != "max_length" and args.gradient_accumulation_steps > 1:
@@ -265,7 +268,8 @@ def run_dialogue(args: DialogueArguments, log=print) -> dict:
         data.train = [mapping[x] for x in data.train]
         data.heldout = [mapping[x] for x in data.heldout]
         stream = mapping[stream] if stream is not None else None
-    lm = GPTLMHeadModel.from_pretrained(source_dir) if source_dir else new_model(args, tokenizer)
+    lm = GPTLMHeadModel.from_pretrained(source_dir, compute_dtype=args.compute_dtype) if source_dir \
+        else new_model(args, tokenizer)
     check_model(lm, tokenizer, args)
     from ..lora import apply_lora_from_args
 
@@ -309,7 +313,9 @@ def run_dialogue(args: DialogueArguments, log=print) -> dict:
                    train_steps=summary["step"], train_epochs=summary["step"] * global_batch / len(data.train),
                    train_seconds=train_seconds, compile_seconds=summary["compile_seconds"],
                    tokens_per_second=summary["tokens_per_second"], train_compilations=trainer.train_compilations,
-                   eval_compilations=trainer.eval_compilations, output_dir=args.output_dir)
+                   eval_compilations=trainer.eval_compilations, output_dir=args.output_dir,
+                   **{k: summary[k] for k in ("compute_dtype", "loss_scale", "loss_scale_good_steps",
+                                              "execution_policy") if k in summary})
     if device.is_main:
         log(f"held-out dialogue loss {before:.3f} -> {after:.3f} after {summary['step']} steps "
             f"({train_seconds:.1f} s)")

@@ -23,7 +23,7 @@ from ..config import GPTConfig, LoraArguments, TrainingArguments
 from ..data.padding import EpochBatches, collate, eval_batches, padded_length, real_rows, resolve_policy
 from ..data.tasks import (TASKS, Encoded, TaskData, TaskFormatter, add_task_tokens, check_task, load_records,
                           records_to_examples)
-from ..device import setup_device
+from ..device import setup_device, startup_lines
 from ..paths import atomic_write, resolve_path
 
 STRATEGIES = ("no", "steps", "epoch")
@@ -216,7 +216,7 @@ def build_model(args: FinetuneArguments, num_labels: int, texts: list[str]):
     cls = _model_class(args.task)
     if args.model_name_or_path:
         path = resolve_path(args.model_name_or_path)
-        model = cls.from_pretrained(path, **overrides)
+        model = cls.from_pretrained(path, compute_dtype=args.compute_dtype, **overrides)
         try:
             tokenizer = load_tokenizer(_checkpoint_directory(path))
         except (FileNotFoundError, ValueError):  # a bare checkpoint: fall back to the named tokenizer
@@ -271,7 +271,10 @@ def _all_texts(splits: dict[str, TaskData]) -> list[str]:
 def finetune(args: FinetuneArguments, log=print) -> dict:
     """Run the recipe; returns the results written to output_dir/all_results.json."""
     check_arguments(args)
-    device = setup_device(args.device_target, args.seed)
+    device = setup_device(args.device_target, args.seed, args.emulate_ascend, args.ascend_precision_mode)
+    for line in startup_lines(args.compute_dtype, device.policy):
+        if device.is_main:
+            log(line)
     splits = load_task_data(args)
     train_data = splits["train"]
     mc = args.task == "multiple_choice"
@@ -301,6 +304,7 @@ def finetune(args: FinetuneArguments, log=print) -> dict:
 
         save_model(model, args)
         tokenizer.save_pretrained(args.output_dir)
+        results.setdefault("compute_dtype", model.config.compute_dtype)  # the mindnlp trainer's runs too
         results.update(task=args.task, trainer=args.trainer, padding=policy,
                        train_samples=len(encoded["train"]), label_names=train_data.label_names)
         with atomic_write(os.path.join(args.output_dir, "all_results.json")) as f:
@@ -349,6 +353,8 @@ def _train_with_engine(args, model, tokenizer, encoded: dict[str, Encoded], layo
                "train_steps_per_second": summary["step"] / runtime,
                "train_compile_seconds": summary["compile_seconds"],
                "train_compilations": trainer.train_compilations,
+               **{k: summary[k] for k in ("compute_dtype", "loss_scale", "loss_scale_good_steps", "execution_policy")
+                  if k in summary},
                "epochs": summary["step"] / steps_per_epoch}
     losses = [r["loss"] for r in trainer.history if "loss" in r]
     if losses:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..config import GPTConfig, LoraArguments, TrainingArguments
 from ..data.lm import RandomWindows, eval_batches, fetch_corpus, read_text, split_ids
-from ..device import setup_device
+from ..device import setup_device, startup_lines
 from ..engine.trainer import Trainer
 from ..model import GPTLMHeadModel, NextTokenLoss
 from ..paths import resolve_path
@@ -65,7 +65,10 @@ def build_tokenizer(spec: str, text: str):
 
 def pretrain(args: PretrainArguments, log=print) -> dict:
     """Run the recipe; returns a summary (losses, timings, paths, sample)."""
-    device = setup_device(args.device_target, args.seed)
+    device = setup_device(args.device_target, args.seed, args.emulate_ascend, args.ascend_precision_mode)
+    for line in startup_lines(args.compute_dtype, device.policy):
+        if device.is_main:
+            log(line)
     phases = {}  # seconds per phase of the run, logged at the end
     mark = time.perf_counter()
 
@@ -83,7 +86,7 @@ def pretrain(args: PretrainArguments, log=print) -> dict:
         from ..tokenizers import load_tokenizer
 
         tokenizer = load_tokenizer(resolve_path(args.init_from))
-        lm = GPTLMHeadModel.from_pretrained(resolve_path(args.init_from))
+        lm = GPTLMHeadModel.from_pretrained(resolve_path(args.init_from), compute_dtype=args.compute_dtype)
         phase("model_load")
     else:
         tokenizer = build_tokenizer(args.tokenizer, text)

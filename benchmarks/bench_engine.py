@@ -15,6 +15,7 @@ its wall time (prefills included). Other processes on the machine slow both side
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -89,6 +90,10 @@ def main(argv=None) -> int:
                         help="the engine's KV-cache slots (default: 0 = the largest of --rows)")
     parser.add_argument("--prompt_len", type=int, default=32, help="prompt tokens of every request (default: 32)")
     parser.add_argument("--new_tokens", type=int, default=64, help="greedy tokens of every request (default: 64)")
+    parser.add_argument("--shapes", default="buckets", choices=("buckets", "dynamic", "both"),
+                        help="the engine's decode graphs: static (rows, window) buckets (the CPU default), one "
+                             "dynamic-shape graph (dynamic_shapes=True), or both, one after the other (default: "
+                             "buckets)")
     parser.add_argument("--floor_calls", type=int, default=30,
                         help="timed calls of the MatMul-floor graph per row count (default: 30)")
     opts = parser.parse_args(argv)
@@ -105,28 +110,33 @@ def main(argv=None) -> int:
     model = GPTLMHeadModel(preset(opts.model))
     if opts.prompt_len + opts.new_tokens > model.config.n_positions:
         parser.error(f"--prompt_len + --new_tokens exceeds n_positions={model.config.n_positions}")
-    engine = ServingEngine(model, max_batch_size=slots, max_queue=max(rows))
-    started = time.perf_counter()
-    engine.start()
-    engine.wait_ready()
-    warm_up_s = time.perf_counter() - started
-    compiled = engine.compile_counts()
-    try:
-        for r in rows:
-            served = serve_batch(engine, r, opts.prompt_len, opts.new_tokens, seed=r)
-            floor = weight_read_floor_ms(model, rows=r, calls=opts.floor_calls)
-            record = {"bench": "engine_decode_step", "model": opts.model, "rows": r, "max_batch_size": slots,
-                      "prompt_len": opts.prompt_len, "new_tokens": opts.new_tokens, **served,
-                      "matmul_floor_ms": floor, "fraction_of_floor": floor / served["step_ms"],
-                      "target_fraction": TARGET_FRACTION, "warm_up_s": warm_up_s, "cpu": cpu_name(),
-                      "cores": os.cpu_count()}
-            record["met"] = record["fraction_of_floor"] >= TARGET_FRACTION if r >= 8 else None
-            emit(record)
-        after = engine.compile_counts()
-        emit({"bench": "engine_compile_counts", "after_warm_up": compiled, "after_run": after,
-              "no_compile_after_warm_up": after == compiled})
-    finally:
-        engine.shutdown()
+    floors = {}
+    for shapes in (("buckets", "dynamic") if opts.shapes == "both" else (opts.shapes,)):
+        engine = ServingEngine(model, max_batch_size=slots, max_queue=max(rows), dynamic_shapes=shapes == "dynamic")
+        started = time.perf_counter()
+        engine.start()
+        engine.wait_ready()
+        warm_up_s = time.perf_counter() - started
+        compiled = engine.compile_counts()
+        try:
+            for r in rows:
+                served = serve_batch(engine, r, opts.prompt_len, opts.new_tokens, seed=r)
+                # measured right after the engine's steps, so that both see the same load
+                floors[r] = weight_read_floor_ms(model, rows=r, calls=opts.floor_calls)
+                record = {"bench": "engine_decode_step", "shapes": shapes, "model": opts.model, "rows": r,
+                          "max_batch_size": slots, "prompt_len": opts.prompt_len, "new_tokens": opts.new_tokens,
+                          **served, "matmul_floor_ms": floors[r], "fraction_of_floor": floors[r] / served["step_ms"],
+                          "target_fraction": TARGET_FRACTION, "warm_up_s": warm_up_s, "cpu": cpu_name(),
+                          "cores": os.cpu_count()}
+                record["met"] = record["fraction_of_floor"] >= TARGET_FRACTION if r >= 8 else None
+                emit(record)
+            after = engine.compile_counts()
+            emit({"bench": "engine_compile_counts", "shapes": shapes, "after_warm_up": compiled, "after_run": after,
+                  "no_compile_after_warm_up": after == compiled})
+        finally:
+            engine.shutdown()
+        del engine
+        gc.collect()
     return 0
 
 

@@ -187,8 +187,21 @@ def test_cancel_frees_the_slot_within_a_step():
         blocked.cancel()
         assert waiting.wait() == ([], "abort")
         assert blocker.wait()[1] == "abort"
+        # a consumer whose callback fails (a client gone) is cancelled; the engine keeps serving
+        finishes, failed = [], threading.Event()
+
+        def broken(ids, finish):
+            finishes.append(finish)
+            if finish is None:
+                raise RuntimeError("client gone")
+            failed.set()
+        engine.submit([8, 9], SamplingParams(max_tokens=30, temperature=0), broken)
+        assert failed.wait(TIMEOUT) and finishes == [None, "abort"]
+        after = Collector()
+        engine.submit([4, 5], SamplingParams(max_tokens=3, temperature=0), after)
+        assert after.wait() == short.wait()
         stats = engine.stats()
-        assert (stats["running"], stats["waiting"], stats["finished"]) == (0, 0, 4)
+        assert (stats["running"], stats["waiting"], stats["finished"]) == (0, 0, 6)
     finally:
         engine.shutdown()
 

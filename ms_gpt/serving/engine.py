@@ -103,6 +103,7 @@ class _Request:
         self.position = 0  # cache slot (= position id) of the next token fed
         self.generated = 0
         self.last_token = 0
+        self.done = False  # finished: no more events
 
 
 # ---- the compiled per-slot step -----------------------------------------------------------------------------------
@@ -408,6 +409,9 @@ class ServingEngine:
             return False
 
     def _finish(self, request: _Request, ids: list, finish: str) -> None:
+        if request.done:
+            return
+        request.done = True
         if request.slot >= 0:
             self._slots[request.slot] = None
             request.slot = -1
@@ -507,5 +511,6 @@ class ServingEngine:
         host_logits = None if all(r.plain_greedy for r in active) else logits.asnumpy()
         self.step_times.append((len(active), time.perf_counter() - started))
         for i, r in enumerate(active):
-            r.position += 1
-            self._deliver(r, self._choose(r, greedy, host_logits, i))
+            if not r.done:  # (a callback may have shut the engine down mid-step)
+                r.position += 1
+                self._deliver(r, self._choose(r, greedy, host_logits, i))

@@ -7,15 +7,15 @@ median time of those steps as the engine measures them (inputs built, the compil
 host); `matmul_floor_ms` is what MindSpore's MatMul kernels alone take for the step's weight products at R rows
 (`bench_scale.weight_read_floor_ms`, imported: the same floor bench_scale reports). `fraction_of_floor` =
 floor / step: issue 24's target is >= 0.8 at 8 and 16 rows. `tokens_per_s` is the whole run's output tokens over
-its wall time (prefills included). Other processes on the machine slow both sides: compare within one run and read
-`load_average`.
+its wall time (prefills included). `--shapes both` keeps two engines (static buckets, the CPU default, and one
+dynamic-shape graph) and interleaves their rounds. `--rounds` rounds per row count, the floor measured between
+them: other processes on the machine slow every side, so compare within one run and read `load_average`.
 
-    python benchmarks/bench_engine.py [--rows 1,8,16] [--prompt_len 32] [--new_tokens 64]
+    python benchmarks/bench_engine.py [--rows 1,8,16] [--prompt_len 32] [--new_tokens 64] [--shapes both]
 """
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
@@ -57,7 +57,7 @@ def emit(record: dict) -> dict:
 
 
 def serve_batch(engine: ServingEngine, rows: int, prompt_len: int, new_tokens: int, seed: int) -> dict:
-    """R greedy requests at once; the decode steps that ran exactly R slots, and the run's tokens/s."""
+    """R greedy requests at once: the seconds of the decode steps that ran exactly R slots, and the wall time."""
     rng = np.random.default_rng(seed)
     vocab = engine.vocab_size
     done = threading.Semaphore(0)
@@ -74,10 +74,8 @@ def serve_batch(engine: ServingEngine, rows: int, prompt_len: int, new_tokens: i
     for _ in range(rows):
         if not done.acquire(timeout=1800):
             raise RuntimeError("bench_engine: a request did not finish")
-    wall = time.perf_counter() - start
-    steps = [seconds for active, seconds in engine.step_times if active == rows]
-    return {"step_ms": 1000 * float(np.median(steps)), "step_ms_min": 1000 * float(np.min(steps)),
-            "steps": len(steps), "tokens_per_s": rows * new_tokens / wall}
+    return {"steps": [seconds for active, seconds in engine.step_times if active == rows],
+            "wall": time.perf_counter() - start}
 
 
 def main(argv=None) -> int:
@@ -94,6 +92,8 @@ def main(argv=None) -> int:
                         help="the engine's decode graphs: static (rows, window) buckets (the CPU default), one "
                              "dynamic-shape graph (dynamic_shapes=True), or both, one after the other (default: "
                              "buckets)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="rounds of R requests per row count (and per engine, interleaved) (default: 2)")
     parser.add_argument("--floor_calls", type=int, default=30,
                         help="timed calls of the MatMul-floor graph per row count (default: 30)")
     opts = parser.parse_args(argv)
@@ -101,8 +101,9 @@ def main(argv=None) -> int:
         rows = [int(r) for r in opts.rows.split(",")]
     except ValueError:
         parser.error(f"--rows must be comma-separated integers, got {opts.rows!r}")
-    if any(r < 1 for r in rows) or opts.prompt_len < 1 or opts.new_tokens < 2 or opts.floor_calls < 1:
-        parser.error("--rows entries, --prompt_len and --floor_calls must be >= 1 and --new_tokens >= 2")
+    if any(r < 1 for r in rows) or opts.prompt_len < 1 or opts.new_tokens < 2 or opts.floor_calls < 1 \
+            or opts.rounds < 1:
+        parser.error("--rows entries, --prompt_len, --floor_calls and --rounds must be >= 1 and --new_tokens >= 2")
     slots = opts.max_batch_size or max(rows)
     if slots < max(rows):
         parser.error(f"--max_batch_size {slots} is below the largest --rows entry {max(rows)}")
@@ -110,33 +111,46 @@ def main(argv=None) -> int:
     model = GPTLMHeadModel(preset(opts.model))
     if opts.prompt_len + opts.new_tokens > model.config.n_positions:
         parser.error(f"--prompt_len + --new_tokens exceeds n_positions={model.config.n_positions}")
-    floors = {}
-    for shapes in (("buckets", "dynamic") if opts.shapes == "both" else (opts.shapes,)):
-        engine = ServingEngine(model, max_batch_size=slots, max_queue=max(rows), dynamic_shapes=shapes == "dynamic")
-        started = time.perf_counter()
-        engine.start()
-        engine.wait_ready()
-        warm_up_s = time.perf_counter() - started
-        compiled = engine.compile_counts()
-        try:
-            for r in rows:
-                served = serve_batch(engine, r, opts.prompt_len, opts.new_tokens, seed=r)
-                # measured right after the engine's steps, so that both see the same load
-                floors[r] = weight_read_floor_ms(model, rows=r, calls=opts.floor_calls)
+    policies = ("buckets", "dynamic") if opts.shapes == "both" else (opts.shapes,)
+    engines, warm_up_s, compiled = {}, {}, {}
+    try:
+        for shapes in policies:  # both kept alive, so that their rounds interleave under the same load
+            engines[shapes] = ServingEngine(model, max_batch_size=slots, max_queue=max(rows),
+                                            dynamic_shapes=shapes == "dynamic")
+            started = time.perf_counter()
+            engines[shapes].start()
+            engines[shapes].wait_ready()
+            warm_up_s[shapes] = time.perf_counter() - started
+            compiled[shapes] = engines[shapes].compile_counts()
+        for r in rows:
+            steps, walls, floors = {k: [] for k in policies}, {k: 0.0 for k in policies}, []
+            for round_ in range(opts.rounds):
+                for shapes in policies:
+                    served = serve_batch(engines[shapes], r, opts.prompt_len, opts.new_tokens, seed=r + round_)
+                    steps[shapes] += served["steps"]
+                    walls[shapes] += served["wall"]
+                # between the engines' rounds, so that the floor sees the same load
+                floors.append(weight_read_floor_ms(model, rows=r, calls=opts.floor_calls))
+            floor = float(np.median(floors))
+            for shapes in policies:
+                step = 1000 * float(np.median(steps[shapes]))
                 record = {"bench": "engine_decode_step", "shapes": shapes, "model": opts.model, "rows": r,
                           "max_batch_size": slots, "prompt_len": opts.prompt_len, "new_tokens": opts.new_tokens,
-                          **served, "matmul_floor_ms": floors[r], "fraction_of_floor": floors[r] / served["step_ms"],
-                          "target_fraction": TARGET_FRACTION, "warm_up_s": warm_up_s, "cpu": cpu_name(),
-                          "cores": os.cpu_count()}
+                          "step_ms": step, "step_ms_min": 1000 * float(np.min(steps[shapes])),
+                          "steps": len(steps[shapes]),
+                          "tokens_per_s": opts.rounds * r * opts.new_tokens / walls[shapes],
+                          "matmul_floor_ms": floor, "matmul_floor_ms_min": float(np.min(floors)),
+                          "fraction_of_floor": floor / step, "target_fraction": TARGET_FRACTION,
+                          "warm_up_s": warm_up_s[shapes], "cpu": cpu_name(), "cores": os.cpu_count()}
                 record["met"] = record["fraction_of_floor"] >= TARGET_FRACTION if r >= 8 else None
                 emit(record)
-            after = engine.compile_counts()
-            emit({"bench": "engine_compile_counts", "shapes": shapes, "after_warm_up": compiled, "after_run": after,
-                  "no_compile_after_warm_up": after == compiled})
-        finally:
+        for shapes in policies:
+            after = engines[shapes].compile_counts()
+            emit({"bench": "engine_compile_counts", "shapes": shapes, "after_warm_up": compiled[shapes],
+                  "after_run": after, "no_compile_after_warm_up": after == compiled[shapes]})
+    finally:
+        for engine in engines.values():
             engine.shutdown()
-        del engine
-        gc.collect()
     return 0
 
 

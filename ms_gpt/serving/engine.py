@@ -13,9 +13,10 @@ place. A request's cache row holds its prompt from slot 0, so its position ids a
 mask is needed: row r attends to the slots up to its own. A decode step runs R rows over the first W slots:
 - CPU / GPU (default): static (R, W) buckets, R in 1, 4, 8, 16, ... up to B and W in 128, 256, 512, ... and all
   slots (`_buckets`); the rows past the active ones run on free cache rows (which the next admission overwrites).
-  Static graphs ran ~13% faster than one dynamic-shape graph (GPT-2 124M, 8 and 16 rows, interleaved A/B on a
-  loaded 2-core CPU: MindSpore's dynamic-shape kernels pay shape inference at every launch), at the price of
-  compiling |R| x |W| graphs at warm-up (16 for B = 16 at n_positions 1024).
+  MindSpore's dynamic-shape kernels pay shape inference at every launch: on GPT-2 124M (`bench_engine.py --shapes
+  both`, interleaved, 2 loaded cores) the static step took 51.0 vs 71.9 ms at 1 row, and about the same at 8 and
+  16 rows (111.9 vs 114.1, 170.3 vs 160.4 ms), at the price of compiling |R| x |W| graphs at warm-up (16 for
+  B = 16 at n_positions 1024: 63 vs 9 s).
 - `dynamic_shapes=True` (CPU / GPU): one graph whose row and window axes are dynamic: only the active rows and the
   window rounded up to WINDOW_STEP (what generate() does), one compile, slower steps.
 - static-shape devices (Ascend, `generation._static_shapes()`): R = B always and generate()'s windows.

@@ -318,3 +318,23 @@ def test_static_windows_are_compiled_at_warm_up_and_reused(monkeypatch, ascend):
         assert results == [(reference(model, short, 8), "length"), (reference(model, long, 30), "length")]
     finally:
         engine.shutdown()
+
+
+def test_a_failed_warm_up_is_reported_and_aborts_pending_requests(gpt2, monkeypatch):
+    """If the engine thread fails (here: warm-up), ready stays False, wait_ready raises with the cause, queued
+    requests finish with "abort" and new ones are refused."""
+    engine = ServingEngine(gpt2, max_batch_size=2)
+    pending = Collector()
+    engine.submit([1, 2, 3], SamplingParams(max_tokens=3, temperature=0), pending)
+
+    def broken_warm_up():
+        raise MemoryError("no room for the cache")
+    monkeypatch.setattr(engine, "_warm_up", broken_warm_up)
+    engine.start()
+    with pytest.raises(RuntimeError, match="no room for the cache"):
+        engine.wait_ready(TIMEOUT)
+    assert not engine.ready
+    assert pending.wait() == ([], "abort")
+    with pytest.raises(RuntimeError, match="failed"):
+        engine.submit([1], SamplingParams(max_tokens=1), Collector())
+    engine.shutdown()

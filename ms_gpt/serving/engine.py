@@ -266,8 +266,8 @@ class ServingEngine:
         if not callable(on_event):
             raise ValueError("on_event must be callable")
         with self._cond:
-            if self._stop:
-                raise RuntimeError("ServingEngine.submit: the engine is shut down")
+            if self._stop or self.error is not None:
+                raise RuntimeError(f"ServingEngine.submit: the engine is {'shut down' if self._stop else 'failed'}")
             if len(self._waiting) >= self.max_queue:
                 raise QueueFull(f"{len(self._waiting)} requests are already waiting (max_queue={self.max_queue})")
             handle = RequestHandle(f"req-{next(self._ids)}", int(prompt.size), self)

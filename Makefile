@@ -68,6 +68,7 @@ bench: venv ref
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_generate.py
 	$(PY) benchmarks/bench_decode_window.py
+	$(PY) benchmarks/bench_engine.py --shapes both
 	$(PY) benchmarks/bench_scale.py --ref_python $(REF_PY)
 
 clean:

@@ -45,3 +45,8 @@ def chat() -> int:
 def evaluate() -> int:
     from .evaluate import main
     return run(main)
+
+
+def serve() -> int:
+    from .serve import main
+    return run(main)

@@ -63,7 +63,8 @@ def main(argv=None) -> None:
     model, tokenizer = load_model(args.model, args.dtype)
     name = args.served_model_name or os.path.basename(os.path.normpath(args.model))
     engine = ServingEngine(model, max_batch_size=args.max_batch_size, max_queue=args.max_queue)
-    state = ServerState(engine, tokenizer, name, engine.context_length, generation_config(model), args.max_history)
+    state = ServerState(engine, tokenizer, name, engine.context_length, generation_config(model), args.max_history,
+                        model.config.vocab_size)
     serve(state, args.host, args.port)
 
 

@@ -101,6 +101,7 @@ class ServerState:
     context_length: int
     defaults: dict = field(default_factory=dict)  # the checkpoint's generation_config.json values
     max_history: int = 0
+    vocab_size: int = 0  # the model's: stop ids at or beyond it are dropped (0 = keep all)
     chat_template: Optional[protocol.ChatTemplate] = None
     prompt_prefix: list = field(default_factory=list)
     completion_stops: list = field(default_factory=list)
@@ -120,7 +121,8 @@ class ServerState:
         if eos is None and not stops:
             eos = self.tokenizer.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [])
-        self.completion_stops = list(dict.fromkeys(stops + [int(e) for e in eos]))
+        self.completion_stops = [i for i in dict.fromkeys(stops + [int(e) for e in eos])
+                                 if not self.vocab_size or 0 <= i < self.vocab_size]
         template = getattr(self.tokenizer, "chat_template", None)
         if template:
             self.chat_template = protocol.ChatTemplate(self.tokenizer, template)

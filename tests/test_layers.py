@@ -51,6 +51,9 @@ RULES = {
     "ms_gpt.engine": Rule(forbid=("ms_gpt.recipes", "ms_gpt.data", "ms_gpt.compat", "ms_gpt.tokenizers")),
     "ms_gpt.data": Rule(forbid=("ms_gpt.engine", "ms_gpt.recipes", "ms_gpt.compat")),
     "ms_gpt.generation": Rule(forbid=("ms_gpt.engine", "ms_gpt.data", "ms_gpt.recipes", "ms_gpt.compat")),
+    # the serving engine drives the model's graphs with token ids: no training engine, data or text
+    "ms_gpt.serving.engine": Rule(forbid=("ms_gpt.engine", "ms_gpt.data", "ms_gpt.recipes", "ms_gpt.compat",
+                                          "ms_gpt.tokenizers")),
     "ms_gpt.dialogue": Rule(forbid=("ms_gpt.engine", "ms_gpt.recipes", "ms_gpt.compat")),
     "ms_gpt.evaluation": Rule(forbid=("ms_gpt.engine", "ms_gpt.recipes", "ms_gpt.compat")),
     "ms_gpt.recipes": Rule(forbid=ENTRY_POINTS + ("ms_gpt.cli",)),

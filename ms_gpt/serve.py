@@ -57,7 +57,7 @@ def main(argv=None) -> None:
     from ms_gpt.device import setup_device
     from ms_gpt.generation import generation_config
     from ms_gpt.serving.app import ServerState, load_model, serve
-    from ms_gpt.serving.standin_engine import ServingEngine
+    from ms_gpt.serving.engine import ServingEngine
 
     setup_device(args.device_target)
     model, tokenizer = load_model(args.model, args.dtype)

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..generation import prompt_conventions
 from . import protocol
 from .protocol import ProtocolError
-from .standin_engine import QueueFull, SamplingParams
+from .engine import QueueFull, SamplingParams
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 

@@ -25,7 +25,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 # pytest exits 5 when it collects nothing; that is a failure here, as is any other non-zero code.
 test: venv
 	$(PY) -m ruff check ms_gpt tests benchmarks
-	$(PY) -m pytest -q -p no:cacheprovider --durations=15
+	$(PY) -m pytest -q -rs -p no:cacheprovider --durations=15
 
 test-slow: venv
 	$(PY) -m pytest -q -p no:cacheprovider -m slow
@@ -64,6 +64,7 @@ bench: venv ref
 	$(PY) benchmarks/bench_generate.py
 	$(PY) benchmarks/bench_decode_window.py
 	$(PY) benchmarks/bench_scale.py --ref_python $(REF_PY)
+	$(PY) benchmarks/bench_serve.py --ref_python $(REF_PY)
 
 clean:
 	rm -rf $(VENV) $(REF_VENV) $(COMPAT_VENV) runs .pytest_cache

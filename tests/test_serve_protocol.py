@@ -166,3 +166,33 @@ def test_chat_template_drops_the_oldest_turns_to_fit(bert):
     with pytest.raises(ProtocolError, match="user first"):
         strict.ids([{"role": "assistant", "content": "x"}])
     assert strict.end_of_turn is None
+
+
+class _IdleEngine:
+    """What the app reads of an engine when no request reaches it."""
+    ready = True
+    error = None
+
+    def stats(self):
+        return {"running": 0, "waiting": 0, "finished": 0, "prompt_tokens": 0, "generation_tokens": 0}
+
+
+def test_chat_without_a_template_is_a_400_that_says_so(gpt2):
+    from fastapi.testclient import TestClient
+
+    from ms_gpt.serving.app import ServerState, create_app
+
+    state = ServerState(_IdleEngine(), gpt2, "plain-gpt2", 64, vocab_size=len(gpt2))
+    assert state.chat_template is None and state.completion_stops == [gpt2.eos_token_id]
+    client = TestClient(create_app(state))
+    answer = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+    assert answer.status_code == 400
+    assert answer.json()["error"]["param"] == "messages" and "no chat template" in answer.json()["error"]["message"]
+    answer = client.post("/v1/completions", json={"prompt": "hi", "max_tokens": 64})
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "max_tokens"
+    assert client.get("/health").status_code == 200
+    _IdleEngine.error = RuntimeError("compile failed")
+    try:
+        assert client.get("/health").status_code == 500
+    finally:
+        _IdleEngine.error = None

@@ -296,6 +296,9 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.get("/health")
     async def health():
+        error = getattr(state.engine, "error", None)
+        if error is not None:  # the engine thread died (e.g. out of memory while compiling): not coming back
+            return JSONResponse({"status": "error", "message": f"the engine failed: {error!r}"}, status_code=500)
         if not state.engine.ready:
             return JSONResponse({"status": "loading"}, status_code=503)
         return {"status": "ok"}

@@ -557,7 +557,12 @@ class _BackendTokenizer(BaseTokenizer):
 
     @property
     def vocab_size(self) -> int:
-        return self._backend.get_vocab_size(with_added_tokens=True)
+        # the tokenizers library builds the whole vocabulary map to count it (~20 ms for GPT-2, paid by every
+        # decode() through _check_ids): count once, again only after _add
+        size = self.__dict__.get("_vocab_size")
+        if size is None:
+            size = self._vocab_size = self._backend.get_vocab_size(with_added_tokens=True)
+        return size
 
     def get_vocab(self) -> Dict[str, int]:
         return self._backend.get_vocab(with_added_tokens=True)
@@ -577,6 +582,7 @@ class _BackendTokenizer(BaseTokenizer):
     def _add(self, tokens: Sequence[str], special: bool) -> None:
         # Special tokens are matched in the raw text; plain added tokens after normalisation (HF's defaults).
         added = [AddedToken(t, special=special, normalized=not special) for t in tokens]
+        self._vocab_size = None
         if special:
             self._backend.add_special_tokens(added)
         else:

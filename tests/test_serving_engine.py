@@ -238,20 +238,22 @@ def mixed_requests(rng, count: int, context: int):
     return out
 
 
-@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
-def test_no_compile_after_warm_up_over_100_mixed_requests(gpt2, monkeypatch, static):
+@pytest.mark.parametrize("shapes", ["buckets", "dynamic", "ascend"])
+def test_no_compile_after_warm_up_over_100_mixed_requests(gpt2, monkeypatch, shapes):
     """Prompt lengths 1..n_positions, any max_tokens, greedy / sampled / stop ids, bursts and trickles: the graphs
-    compiled during warm-up serve all 100 requests. Static shapes (Ascend's policy) run one decode graph per window
-    over all max_batch_size rows; every request still equals generate() on the sampled spot checks."""
+    compiled during warm-up serve all 100 requests, under each shape policy: static (rows, window) buckets (CPU /
+    GPU default), one dynamic graph (`dynamic_shapes=True`), and Ascend's static policy (all rows, generate()'s
+    windows); greedy spot checks equal generate()."""
     from ms_gpt.serving import engine as engine_module
 
-    monkeypatch.setattr(engine_module, "_static_shapes", lambda: static)
-    engine = ServingEngine(gpt2, max_batch_size=5, max_queue=100)
+    monkeypatch.setattr(engine_module, "_static_shapes", lambda: shapes == "ascend")
+    engine = ServingEngine(gpt2, max_batch_size=5, max_queue=100, dynamic_shapes=shapes == "dynamic")
     engine.start()
     try:
         assert engine.wait_ready(TIMEOUT)
         warm = engine.compile_counts()
-        assert warm == {"prefill": 1, "decode": 1}  # n_positions 64: one static window covers every slot
+        # n_positions 64: 96 cache slots, one window; buckets: 1, 2, 4 and 5 rows
+        assert warm == {"prefill": 1, "decode": {"buckets": 4, "dynamic": 1, "ascend": 1}[shapes]}
         rng = np.random.default_rng(5)
         requests = mixed_requests(rng, 100, engine.context_length)
         collectors = []
@@ -275,14 +277,16 @@ def test_no_compile_after_warm_up_over_100_mixed_requests(gpt2, monkeypatch, sta
         engine.shutdown()
 
 
-def test_static_shapes_use_generates_windows_without_compiling_later(monkeypatch):
-    """With n_positions past STATIC_WINDOWS[0] the static policy compiles one decode graph per window at warm-up;
-    requests on either side of the window reuse them and equal generate()."""
+@pytest.mark.parametrize("ascend", [False, True], ids=["buckets", "ascend"])
+def test_static_windows_are_compiled_at_warm_up_and_reused(monkeypatch, ascend):
+    """n_positions 296: Ascend's policy compiles one decode graph per window of generate()'s (256, all slots) for all
+    rows; the CPU buckets are (1, 2 rows) x (64, 128, all slots). Requests on either side of a window reuse them and
+    equal generate()."""
     from ms_gpt.config import GPTConfig
     from ms_gpt.generation import STATIC_WINDOWS
     from ms_gpt.serving import engine as engine_module
 
-    monkeypatch.setattr(engine_module, "_static_shapes", lambda: True)
+    monkeypatch.setattr(engine_module, "_static_shapes", lambda: ascend)
     window = STATIC_WINDOWS[0]
     config = GPTConfig(vocab_size=97, n_positions=window + 40, n_embd=32, n_layer=1, n_head=2, resid_pdrop=0.0,
                        embd_pdrop=0.0, attn_pdrop=0.0)
@@ -291,12 +295,13 @@ def test_static_shapes_use_generates_windows_without_compiling_later(monkeypatch
     engine.start()
     try:
         assert engine.wait_ready(TIMEOUT)
-        assert engine.compile_counts() == {"prefill": 1, "decode": 2}
+        expected = {"prefill": 1, "decode": 2 if ascend else 6}
+        assert engine.compile_counts() == expected
         rng = np.random.default_rng(6)
         short, long = rng.integers(0, 97, 20).tolist(), rng.integers(0, 97, window - 10).tolist()
         results = run_all(engine, [(short, SamplingParams(max_tokens=8, temperature=0)),
                                    (long, SamplingParams(max_tokens=30, temperature=0))])
-        assert engine.compile_counts() == {"prefill": 1, "decode": 2}
+        assert engine.compile_counts() == expected
         assert results == [(reference(model, short, 8), "length"), (reference(model, long, 30), "length")]
     finally:
         engine.shutdown()

@@ -162,6 +162,18 @@ class _SlotStep(nn.Cell):
         return ops.argmax(logits, -1), logits
 
 
+def _buckets(batch: int, slots: int, static_device: bool) -> tuple:
+    """(row counts, windows) with one static decode graph each. Static-shape devices (Ascend, where compiles are
+    slow): all max_batch_size rows and generate()'s windows. CPU / GPU: 1, 2, 4, ... rows up to max_batch_size and
+    windows 64, 128, 256, ... and all slots, so a step pays at most about twice the attention it needs and idle slots
+    little (a bucket's extra rows cost little next to reading the weights)."""
+    if static_device:
+        return (batch,), tuple(sorted({min(w, slots) for w in STATIC_WINDOWS} | {slots}))
+    rows = sorted({min(1 << i, batch) for i in range(batch.bit_length() + 1)})
+    windows = [w for w in (2 * WINDOW_STEP << i for i in range(slots.bit_length())) if w * 3 // 2 < slots]
+    return tuple(rows), (*windows, slots)
+
+
 def _decode_spec(batch: Optional[int], window: Optional[int]) -> tuple:
     """Inputs of a one-token decode step: placeholders (None = a dynamic axis) or zeros of that shape."""
     if batch is None or window is None:
@@ -180,7 +192,12 @@ class ServingEngine:
     requests from any thread; `shutdown()` ends the thread (pending requests finish with "abort").
     """
 
-    def __init__(self, model, max_batch_size: int = 8, max_queue: int = 64):
+    def __init__(self, model, max_batch_size: int = 8, max_queue: int = 64, dynamic_shapes: bool = False):
+        """`dynamic_shapes=True` (CPU / GPU only): one decode graph whose row and window axes are dynamic instead
+        of the static (rows, window) buckets: one compile instead of several, but slower steps (see the module
+        docstring)."""
+        if dynamic_shapes and _static_shapes():
+            raise ValueError("dynamic_shapes=True: this device compiles static shapes only")
         if not isinstance(max_batch_size, int) or max_batch_size < 1:
             raise ValueError(f"max_batch_size must be an integer >= 1, got {max_batch_size!r}")
         if not isinstance(max_queue, int) or max_queue < 0:
@@ -191,7 +208,8 @@ class ServingEngine:
         self.max_queue = max_queue
         self.context_length = int(self.config.n_positions)
         self.vocab_size = int(self.config.vocab_size)
-        self.static = _static_shapes()
+        self.dynamic = bool(dynamic_shapes)
+        self.row_buckets, self.windows = None, None  # set at warm-up (None: a dynamic axis)
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._waiting: deque = deque()
@@ -339,34 +357,39 @@ class ServingEngine:
         prefill_cell, decode_cell = _SlotStep(self.model, self._cache), _SlotStep(self.model, self._cache)
         self._prefill, self._decode = compiled(prefill_cell), compiled(decode_cell)  # sets their jit level
         slots = self._cache.slots
-        if self.static:
-            self.windows = sorted({min(w, slots) for w in STATIC_WINDOWS} | {slots})
-        else:
-            self.windows = None
-        self._all_slots = _i32(np.arange(slots))
+        if not self.dynamic:
+            self.row_buckets, self.windows = _buckets(batch, slots, _static_shapes())
+        self._zero = _i32([0])
+        self._slot_ids = {}  # window W -> int32 Tensor 0..W-1, made once
+        # a prompt chunk attends to all slots (as generate()'s prefill): one static graph
+        prefill_inputs = (_i32(np.zeros((1, PREFILL_CHUNK))), _i32([0]), _i32([0]), _i32([0]),
+                          self._window_slots(slots))
         with graph_mode():
-            if self.static:
-                for w in self.windows:
-                    decode_cell.compile(*_decode_spec(batch, w))
-            else:
+            if self.dynamic:
                 decode_cell.set_inputs(*_decode_spec(None, None))
                 decode_cell.compile(*_decode_spec(1, WINDOW_STEP))
-            prefill_inputs = (_i32(np.zeros((1, PREFILL_CHUNK))), _i32([0]), _i32([0]), _i32([0]), self._all_slots)
+            else:
+                for r in self.row_buckets:
+                    for w in self.windows:
+                        decode_cell.compile(*_decode_spec(r, w))
             prefill_cell.compile(*prefill_inputs)
         # run each graph once (first-call allocations, kernel set-up) on cache row 0, which admission overwrites
         self._prefill(*prefill_inputs)[0].asnumpy()
-        rows = [batch] if self.static else sorted({1, batch})
-        for r in rows:
-            for w in (self.windows or [WINDOW_STEP]):
+        for r in self.row_buckets or sorted({1, batch}):
+            for w in self.windows or [WINDOW_STEP]:
                 self._decode(*_decode_spec(r, w))[0].asnumpy()
         self._prefill_cell, self._decode_cell = prefill_cell, decode_cell
 
     def _window(self, needed: int) -> int:
         """The attended window for a step whose furthest row writes slot needed - 1."""
-        slots = self._cache.slots
         if self.windows is None:
-            return min(_round_up(needed, WINDOW_STEP), slots)
+            return min(_round_up(needed, WINDOW_STEP), self._cache.slots)
         return min(w for w in self.windows if w >= needed)
+
+    def _window_slots(self, window: int) -> Tensor:
+        if window not in self._slot_ids:
+            self._slot_ids[window] = _i32(np.arange(window))
+        return self._slot_ids[window]
 
     def _emit(self, request: _Request, ids: list, finish: Optional[str]) -> bool:
         """Deliver an event; False if the callback failed (the request is then cancelled)."""
@@ -452,7 +475,7 @@ class ServingEngine:
             for begin in range(0, padded.size, PREFILL_CHUNK):
                 last = min(width - 1 - begin, PREFILL_CHUNK - 1)
                 out = self._prefill_cell(_i32(padded[None, begin:begin + PREFILL_CHUNK]), row, _i32([begin]),
-                                         _i32([last]), self._all_slots)
+                                         _i32([last]), self._window_slots(self._cache.slots))
         greedy, logits = out
         request.position = width
         token = int(greedy.asnumpy()[0]) if request.plain_greedy else self._choose(request, None,
@@ -461,26 +484,22 @@ class ServingEngine:
 
     def _decode_step(self, active: list) -> None:
         started = time.perf_counter()
-        if self.static:
-            batch = self.max_batch_size
-            tokens = np.zeros((batch, 1), dtype=np.int32)
-            rows = np.arange(batch, dtype=np.int32)
-            starts = np.zeros(batch, dtype=np.int32)  # an idle row writes slot 0 of its own (free) cache row
-            index = {r.slot: r.slot for r in active}
-            for r in active:
-                tokens[r.slot, 0], starts[r.slot] = r.last_token, r.position
-        else:
-            tokens = np.array([[r.last_token] for r in active], dtype=np.int32)
-            rows = np.array([r.slot for r in active], dtype=np.int32)
-            starts = np.array([r.position for r in active], dtype=np.int32)
-            index = {r.slot: i for i, r in enumerate(active)}
+        count = len(active) if self.row_buckets is None else min(b for b in self.row_buckets if b >= len(active))
+        tokens = np.zeros((count, 1), dtype=np.int32)
+        starts = np.zeros(count, dtype=np.int32)
+        # rows past the active ones (static buckets) run on free cache rows, writing their slot 0, which the next
+        # admission into that row overwrites; there are enough: count <= max_batch_size
+        free = (i for i, r in enumerate(self._slots) if r is None)
+        rows = np.array([r.slot for r in active] + [next(free) for _ in range(count - len(active))], dtype=np.int32)
+        for i, r in enumerate(active):
+            tokens[i, 0], starts[i] = r.last_token, r.position
         window = self._window(int(starts.max()) + 1)
         with graph_mode():
-            greedy, logits = self._decode_cell(_i32(tokens), _i32(rows), _i32(starts), _i32([0]),
-                                               _i32(np.arange(window)))
+            greedy, logits = self._decode_cell(_i32(tokens), _i32(rows), _i32(starts), self._zero,
+                                               self._window_slots(window))
         greedy = greedy.asnumpy()
         host_logits = None if all(r.plain_greedy for r in active) else logits.asnumpy()
         self.step_times.append((len(active), time.perf_counter() - started))
-        for r in active:
+        for i, r in enumerate(active):
             r.position += 1
-            self._deliver(r, self._choose(r, greedy, host_logits, index[r.slot]))
+            self._deliver(r, self._choose(r, greedy, host_logits, i))

@@ -196,3 +196,26 @@ def test_chat_without_a_template_is_a_400_that_says_so(gpt2):
         assert client.get("/health").status_code == 500
     finally:
         _IdleEngine.error = None
+
+
+def test_load_model_takes_a_peft_adapter_directory(tmp_path, monkeypatch, gpt2):
+    """`ms_gpt.serve --model ADAPTER_DIR`: the base named by the adapter plus the adapter, and the tokenizer saved
+    beside it (as the recipes save it); --dtype reaches the model's config."""
+    import shutil
+
+    import numpy as np
+
+    from ms_gpt.model import GPTLMHeadModel
+    from ms_gpt.serving.app import load_model
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.chdir(root)  # the fixture adapter names its base relative to the repository root
+    adapter = tmp_path / "adapter"
+    shutil.copytree(os.path.join(root, "tests", "fixtures", "peft", "gpt2-lora"), adapter)
+    gpt2.save_pretrained(adapter)
+    model, tokenizer = load_model(str(adapter))
+    reference = GPTLMHeadModel.from_pretrained(os.path.join(root, "tests", "fixtures", "peft", "gpt2-lora"))
+    ids = np.array([[1, 2, 3, 4]])
+    assert np.array_equal(np.asarray(model(ids).asnumpy()), np.asarray(reference(ids).asnumpy()))
+    assert any("lora" in p.name for p in model.get_parameters()) and len(tokenizer) == len(gpt2)
+    assert load_model(str(adapter), "float16")[0].config.compute_dtype == "float16"

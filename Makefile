@@ -25,7 +25,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 # pytest exits 5 when it collects nothing; that is a failure here, as is any other non-zero code.
 test: venv
 	$(PY) -m ruff check .  # the whole repository, notebooks' code cells included
-	$(PY) -m pytest -q -p no:cacheprovider --durations=15
+	$(PY) -m pytest -q -rs -p no:cacheprovider --durations=15
 
 test-slow: venv
 	$(PY) -m pytest -q -p no:cacheprovider -m slow
@@ -70,6 +70,7 @@ bench: venv ref
 	$(PY) benchmarks/bench_decode_window.py
 	$(PY) benchmarks/bench_engine.py --shapes both
 	$(PY) benchmarks/bench_scale.py --ref_python $(REF_PY)
+	$(PY) benchmarks/bench_serve.py --ref_python $(REF_PY)
 
 clean:
 	rm -rf $(VENV) $(REF_VENV) $(COMPAT_VENV) runs .pytest_cache

@@ -39,3 +39,8 @@ def evaluate() -> int:
 def export() -> int:
     from .export import main
     return run(main)
+
+
+def serve() -> int:
+    from .serve import main
+    return run(main)

@@ -16,6 +16,11 @@ import numpy as np
 
 from .generation import generate
 
+# The dialogue format as HF keeps chat formats: a Jinja `chat_template` saved in tokenizer_config.json (the dialogue
+# recipe sets it), so `apply_chat_template` (HF) and `ms_gpt.serve` build exactly `encode_dialogue`'s ids. Roles are
+# not marked: turns alternate, and the reply is generated after the last [SEP] (no generation prompt needed).
+DIALOGUE_CHAT_TEMPLATE = "{{ cls_token }}{% for message in messages %}{{ message['content'] }}{{ sep_token }}{% endfor %}"
+
 
 def _special_id(tokenizer, attr: str) -> int:
     value = getattr(tokenizer, attr, None)

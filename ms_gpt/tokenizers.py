@@ -91,6 +91,9 @@ class BaseTokenizer(ABC):
         # HF's clean_up_tokenization_spaces: join " ," " ." " 's" ... in decoded text (transformers 4 saves it True
         # for BERT vocabularies); read from tokenizer_config.json, off when absent
         self.clean_up_tokenization_spaces: bool = False
+        # HF's chat_template: a Jinja template turning chat messages into the model's prompt text (saved in
+        # tokenizer_config.json; a chat_template.jinja file beside it, as transformers 5 writes, is read too)
+        self.chat_template: Optional[str] = None
 
     # ----------------------------------------------------------------- backend hooks
     @property
@@ -331,6 +334,8 @@ class BaseTokenizer(ABC):
         config: Dict[str, Any] = {"tokenizer_class": self.tokenizer_class, "model_max_length": self.model_max_length,
                                   "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces}
         config.update(self._extra_config())
+        if self.chat_template is not None:
+            config["chat_template"] = self.chat_template
         config.update({k: v for k, v in self._special_tokens.items() if v is not None})
         config["additional_special_tokens"] = list(self._additional_special_tokens)
         config["added_tokens_decoder"] = {
@@ -365,6 +370,7 @@ class BaseTokenizer(ABC):
             if not isinstance(clean_up, bool):
                 raise ValueError(f"{config_path}: clean_up_tokenization_spaces must be true or false, got {clean_up!r}")
             self.clean_up_tokenization_spaces = clean_up
+        self.chat_template = _read_chat_template(config, config_path)
         for index, key, entry in sorted(entries, key=lambda e: e[0]):
             token = _token_content(entry, f"{config_path}: added_tokens_decoder[{key}]")
             special = bool(entry.get("special", False)) if isinstance(entry, dict) else False
@@ -551,7 +557,12 @@ class _BackendTokenizer(BaseTokenizer):
 
     @property
     def vocab_size(self) -> int:
-        return self._backend.get_vocab_size(with_added_tokens=True)
+        # the tokenizers library builds the whole vocabulary map to count it (~20 ms for GPT-2, paid by every
+        # decode() through _check_ids): count once, again only after _add
+        size = self.__dict__.get("_vocab_size")
+        if size is None:
+            size = self._vocab_size = self._backend.get_vocab_size(with_added_tokens=True)
+        return size
 
     def get_vocab(self) -> Dict[str, int]:
         return self._backend.get_vocab(with_added_tokens=True)
@@ -571,6 +582,7 @@ class _BackendTokenizer(BaseTokenizer):
     def _add(self, tokens: Sequence[str], special: bool) -> None:
         # Special tokens are matched in the raw text; plain added tokens after normalisation (HF's defaults).
         added = [AddedToken(t, special=special, normalized=not special) for t in tokens]
+        self._vocab_size = None
         if special:
             self._backend.add_special_tokens(added)
         else:
@@ -999,6 +1011,23 @@ def _load(path_or_name: PathLike, expected: Optional[Type[BaseTokenizer]]) -> Ba
     tokenizer._apply_config(config, config_path)
     tokenizer._restore(config, config_path)
     return tokenizer
+
+
+def _read_chat_template(config: Dict[str, Any], config_path: Path) -> Optional[str]:
+    """The chat template of a saved tokenizer: ``chat_template.jinja`` beside the config (transformers 5), else the
+    config's ``chat_template`` (a string, or HF's list of named templates: the one named "default")."""
+    jinja = config_path.parent / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    value = config.get("chat_template")
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
+        if isinstance(named.get("default"), str):
+            return named["default"]
+    raise ValueError(f"{config_path}: chat_template must be a Jinja template string or a list of "
+                     f"{{name, template}} with a 'default' one, got {type(value).__name__}")
 
 
 def _merge_legacy_files(directory: Path, config: Dict[str, Any]) -> None:

@@ -93,7 +93,7 @@ def test_console_scripts_do_what_python_m_does():
     import tomllib
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    commands = ["pretrain", "finetune", "generate", "chat", "evaluate", "export"]
+    commands = ["pretrain", "finetune", "generate", "chat", "evaluate", "export", "serve"]
     assert scripts == {f"ms-gpt-{c}": f"ms_gpt.cli:{c}" for c in commands}
     env = dict(os.environ, PYTHONPATH=str(ROOT), GLOG_v="3")
     # what the installed `ms-gpt-generate` wrapper runs: sys.exit(<entry point>())

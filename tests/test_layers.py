@@ -61,6 +61,11 @@ RULES = {
     # the serving engine drives the model's graphs with token ids: no training engine, data or text
     "ms_gpt.serving.engine": Rule(forbid=("ms_gpt.engine", "ms_gpt.data", "ms_gpt.recipes", "ms_gpt.compat",
                                           "ms_gpt.tokenizers")),
+    # the HTTP side of serving: the wire format stands alone; the app gets the model loaded (or loads it lazily)
+    "ms_gpt.serving.protocol": Rule(only=()),
+    "ms_gpt.serve": Rule(forbid=ENTRY_FORBID),  # an entry point (recipes never import it either)
+    "ms_gpt.serving.app": Rule(forbid=("ms_gpt.engine", "ms_gpt.data", "ms_gpt.recipes", "ms_gpt.compat",
+                                       "ms_gpt.checkpoint"), lazy=("ms_gpt.model", "ms_gpt.tokenizers")),
     "ms_gpt.dialogue": Rule(forbid=("ms_gpt.engine", "ms_gpt.recipes", "ms_gpt.compat")),
     "ms_gpt.evaluation": Rule(forbid=("ms_gpt.engine", "ms_gpt.recipes", "ms_gpt.compat")),
     "ms_gpt.recipes": Rule(forbid=ENTRY_POINTS + ("ms_gpt.cli",)),

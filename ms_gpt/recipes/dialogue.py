@@ -268,6 +268,9 @@ def run_dialogue(args: DialogueArguments, log=print) -> dict:
         data.train = [mapping[x] for x in data.train]
         data.heldout = [mapping[x] for x in data.heldout]
         stream = mapping[stream] if stream is not None else None
+    from ..dialogue import DIALOGUE_CHAT_TEMPLATE
+
+    tokenizer.chat_template = DIALOGUE_CHAT_TEMPLATE  # saved with the tokenizer: `ms_gpt.serve` chats through it
     lm = GPTLMHeadModel.from_pretrained(source_dir, compute_dtype=args.compute_dtype) if source_dir \
         else new_model(args, tokenizer)
     check_model(lm, tokenizer, args)

@@ -39,6 +39,9 @@ class ServeArguments:
         default=0, metadata={"help": "chat: messages (user and assistant) given to the model, the newest kept "
                                      "(0 = as many as fit in the context)"})
     device_target: str = field(default="auto", metadata={"help": "device: auto | CPU | GPU | Ascend"})
+    emulate_ascend: bool = field(
+        default=False, metadata={"help": "make the graph choices an Ascend job makes on CPU/GPU (all-slot rows, "
+                                         "static decode windows, jit level O0, fused LayerNorm)"})
 
 
 def main(argv=None) -> None:
@@ -59,7 +62,7 @@ def main(argv=None) -> None:
     from ms_gpt.serving.app import ServerState, load_model, serve
     from ms_gpt.serving.engine import ServingEngine
 
-    setup_device(args.device_target)
+    setup_device(args.device_target, emulate_ascend=args.emulate_ascend)
     model, tokenizer = load_model(args.model, args.dtype)
     name = args.served_model_name or os.path.basename(os.path.normpath(args.model))
     engine = ServingEngine(model, max_batch_size=args.max_batch_size, max_queue=args.max_queue)

@@ -222,8 +222,9 @@ class Attention(nn.Cell):
         q, k, v = ops.unstack(self.c_attn(x).reshape(batch, 3, self.n_head, self.head_dim), 1)
         q = q * self.scale
         write_rows, read_rows = cache_write
-        k = self.cache_write(layer_cache[0], write_rows, k.reshape(-1, self.head_dim))
-        v = self.cache_write(layer_cache[1], write_rows, v.reshape(-1, self.head_dim))
+        # the cache is in the model's compute dtype (generation._KVCache): float16 keys/values under fp16
+        k = self.cache_write(layer_cache[0], write_rows, k.reshape(-1, self.head_dim).astype(layer_cache[0].dtype))
+        v = self.cache_write(layer_cache[1], write_rows, v.reshape(-1, self.head_dim).astype(layer_cache[1].dtype))
         k = ops.gather(k, read_rows, 0).reshape(batch, self.n_head, -1, self.head_dim)
         v = ops.gather(v, read_rows, 0).reshape(batch, self.n_head, -1, self.head_dim)
         q = q.reshape(batch, self.n_head, self.head_dim, 1)

@@ -337,7 +337,7 @@ class ServingEngine:
             return {"running": self._running, "waiting": len(self._waiting), **self._stats}
 
     def compile_counts(self) -> dict:
-        """Graphs compiled so far per kind ({"prefill", "decode"}); constant after warm-up."""
+        """Graphs compiled so far per kind ({"prefill", "decode", "score"}); constant after warm-up."""
         return {"prefill": 0 if self._prefill_cell is None else len(self._prefill_cell.compile_cache),
                 "decode": 0 if self._decode_cell is None else len(self._decode_cell.compile_cache),
                 "score": 0 if self._score_cell is None else len(self._score_cell.compile_cache)}

@@ -17,10 +17,16 @@ time of one compiled graph doing only the weight products of one step (`bench_sc
 
 Targets (issue 24), in one run: ms_gpt >= 1.5x transformers serve's output tokens/s at concurrency 8 and >= 2x at
 16; the decode step >= 80% of the floor at 8 and 16 rows; ms_gpt at 8 >= 3x its own concurrency 1.
+Likelihood (`--likelihood N`, issue 27): N of lm-eval's `loglikelihood` requests (LAMBADA-style: a last word after
+its context, lm-eval's batch size `--likelihood_batch_size`), timed inside lm-eval (benchmarks/lm_eval_likelihood.py,
+reference venv) once through ms_gpt.serve (`--model local-completions`: token-id prompts with echo + logprobs) and
+once through lm-eval's own `hf` model on the same checkpoint: items/s of each, their ratio, and the largest
+difference between the two models' log-likelihoods (`--likelihood_only` skips the generation load).
+
 The torch side runs from the reference venv (`make ref`; or `--ref_python`); the machine is shared with whatever
 else runs: compare ratios of one run and read `load_average`.
 
-    python benchmarks/bench_serve.py [--model DIR] [--concurrency 1,8,16] [--max_tokens 32]
+    python benchmarks/bench_serve.py [--model DIR] [--concurrency 1,8,16] [--max_tokens 32] [--likelihood 64]
 """
 from __future__ import annotations
 
@@ -217,6 +223,38 @@ def run_server(kind: str, model: str, opts) -> dict:
         server.stop()
 
 
+def run_likelihood(model: str, opts) -> dict:
+    """lm-eval's loglikelihood requests through ms_gpt.serve and through lm-eval's hf model (one after the other)."""
+    script = os.path.join(ROOT, "benchmarks", "lm_eval_likelihood.py")
+    from ms_gpt.config import GPTConfig
+
+    context = GPTConfig.from_json_file(os.path.join(model, "config.json")).n_positions
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "PYTHONPATH")}
+    env.update(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+
+    def lm_eval(lm: str, model_args: str) -> dict:
+        result = subprocess.run([opts.ref_python, script, "--lm", lm, "--model_args", model_args, "--items",
+                                 str(opts.likelihood), "--batch_size", str(opts.likelihood_batch_size)],
+                                capture_output=True, text=True, env=env, cwd=ROOT, timeout=3600)
+        if result.returncode != 0:
+            raise RuntimeError(f"lm_eval_likelihood.py --lm {lm} failed:\n{result.stderr[-3000:]}")
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    opts.concurrency = [max(opts.concurrency[-1], opts.likelihood_batch_size)]  # the server's batch
+    server = Server("ms_gpt", model, opts)
+    try:
+        server.wait_ready()
+        served = lm_eval("local-completions", f"model={server.model_name},base_url={server.url}/v1/completions,"
+                                              f"tokenizer={model},max_length={context},num_concurrent=1")
+    finally:
+        server.stop()
+    hf = lm_eval("hf", f"pretrained={model},max_length={context}")
+    diff = max(abs(a - b) for a, b in zip(served["loglikelihoods"], hf["loglikelihoods"]))
+    return emit({"bench": "likelihood", "items": served["items"], "batch_size": opts.likelihood_batch_size,
+                 "ms_gpt_serve_items_per_s": served["items_per_s"], "lm_eval_hf_items_per_s": hf["items_per_s"],
+                 "ratio": served["items_per_s"] / hf["items_per_s"], "max_abs_loglikelihood_diff": f"{diff:.2e}"})  # a string: emit() rounds floats to 3 decimals
+
+
 def floor_records(model_dir: str, out: dict, opts) -> list:
     """The decode step (ms_gpt's TPOT p50) against the MatMul floor of the same rows."""
     from bench_scale import weight_read_floor_ms
@@ -248,6 +286,13 @@ def main(argv=None) -> int:
     parser.add_argument("--ref_python", default=REF_PYTHON,
                         help="python of the reference venv whose `transformers serve` runs (default: .venv-ref)")
     parser.add_argument("--no_floor", action="store_true", help="skip the decode step vs MatMul floor measurement")
+    parser.add_argument("--likelihood", type=int, default=0,
+                        help="also time N lm-eval loglikelihood requests through ms_gpt.serve vs lm-eval's hf model "
+                             "(needs lm-eval in --ref_python's venv; default: 0 = skip)")
+    parser.add_argument("--likelihood_batch_size", type=int, default=8,
+                        help="lm-eval's batch size for --likelihood (prompts per request; default: 8)")
+    parser.add_argument("--likelihood_only", action="store_true",
+                        help="run only the --likelihood measurement (no generation load, no floor)")
     opts = parser.parse_args(argv)
     try:
         opts.concurrency = sorted({int(c) for c in opts.concurrency.split(",")})
@@ -258,7 +303,11 @@ def main(argv=None) -> int:
     servers = [s.strip() for s in opts.servers.split(",") if s.strip()]
     if not servers or any(s not in ("ms_gpt", "transformers") for s in servers):
         parser.error(f"--servers takes ms_gpt and/or transformers, got {opts.servers!r}")
-    if "transformers" in servers and not os.path.exists(opts.ref_python):
+    if opts.likelihood_only and opts.likelihood < 1:
+        parser.error("--likelihood_only needs --likelihood N (N >= 1)")
+    if opts.likelihood and not os.path.exists(opts.ref_python):
+        parser.error(f"--ref_python {opts.ref_python} does not exist (run `make ref`) for --likelihood")
+    if "transformers" in servers and not opts.likelihood_only and not os.path.exists(opts.ref_python):
         parser.error(f"--ref_python {opts.ref_python} does not exist (run `make ref`, or --servers ms_gpt)")
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -268,6 +317,9 @@ def main(argv=None) -> int:
         emit({"bench": "setup", "model": opts.model or "random GPT-2 124M (HF layout)", "cpu": platform.processor()
               or platform.machine(), "cores": os.cpu_count(), "concurrency": opts.concurrency,
               "max_tokens": opts.max_tokens, "requests_per_client": opts.requests_per_client})
+        if opts.likelihood_only:
+            run_likelihood(model, opts)
+            return 0
         results = {kind: run_server(kind, model, opts) for kind in servers}
         summary: dict = {"bench": "serve_summary", "targets": TARGETS}
         if "ms_gpt" in results:
@@ -295,6 +347,8 @@ def main(argv=None) -> int:
         if "ms_gpt" in results and not opts.no_floor:
             for r in floor_records(model, results["ms_gpt"], opts):
                 summary[f"floor_fraction_{r['rows']}_rows"] = r["floor_fraction"]
+        if opts.likelihood:
+            summary["likelihood_vs_hf"] = run_likelihood(model, opts)["ratio"]
         emit(summary)
     return 0
 

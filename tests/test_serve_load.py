@@ -18,7 +18,7 @@ MAX_TOKENS = 12
 LONG = 100  # max_tokens of the clients that disconnect: they would run long if their slot were not freed
 PROMPTS = ["你好", "今天天气怎么样", "我们去公园散步吧", "一", "春眠不觉晓", "hello", "请问几点开门", "周末"]
 MALFORMED = [b"{not json", b'{"prompt": 3}', b'{"prompt": "hi", "max_tokens": -1}', b'{"prompt": "hi", "n": "x"}',
-             b'{"prompt": "hi", "logprobs": 2}']
+             b'{"prompt": "hi", "logprobs": 6}']
 
 
 @pytest.fixture(scope="module")

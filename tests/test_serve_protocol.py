@@ -43,8 +43,9 @@ def test_completion_requests_parse_and_refuse_by_field():
                         ({"prompt": "hi", "max_tokens": 1.5}, "max_tokens"), ({"prompt": None}, "prompt"),
                         ({"prompt": "hi", "top_p": 0}, "top_p"), ({"prompt": "hi", "seed": "1"}, "seed"),
                         ({"prompt": "hi", "stream": "yes"}, "stream"), ({"prompt": "hi", "stop": ["a"] * 5}, "stop"),
-                        ({"prompt": "hi", "logprobs": 3}, "logprobs"), ({"prompt": "hi", "echo": True}, "echo"),
-                        ({"prompt": [[1, 2]]}, "prompt"), ({"prompt": "hi", "suffix": "x"}, "suffix"),
+                        ({"prompt": "hi", "logprobs": 6}, "logprobs"), ({"prompt": "hi", "echo": 1}, "echo"),
+                        ({"prompt": [[1, 2], []]}, "prompt"), ({"prompt": [1, True]}, "prompt"),
+                        ({"prompt": "hi", "logprobs": -1}, "logprobs"), ({"prompt": "hi", "suffix": "x"}, "suffix"),
                         ({"prompt": "hi", "presence_penalty": 1}, "presence_penalty"),
                         ({"prompt": "hi", "functions": []}, "functions"),
                         ({"prompt": "hi", "stream_options": {"include_usage": True}}, "stream_options"),
@@ -55,11 +56,14 @@ def test_completion_requests_parse_and_refuse_by_field():
     assert refused(protocol.parse_completion, "text").param is None
     with pytest.raises(ProtocolError, match="not valid JSON"):
         protocol.parse_json(b"{")
-    body = refused(protocol.parse_completion, {"prompt": "hi", "logprobs": 1}).body()
+    body = refused(protocol.parse_completion, {"prompt": "hi", "logprobs": 6}).body()
     assert set(body["error"]) == {"message", "type", "param", "code"}
-    # token-id prompts are parsed (for lm-eval later) and refused in one place
-    with pytest.raises(ProtocolError, match="token ids"):
-        protocol.parse_completion({"prompt": [1, 2, 3]})
+    # OpenAI's four prompt forms, echo and logprobs (what lm-eval's local-completions sends)
+    assert [p.ids for p in protocol.parse_completion({"prompt": [1, 2, 3]}).prompts] == [[1, 2, 3]]
+    r = protocol.parse_completion({"prompt": [[1, 2], [3]], "echo": True, "logprobs": 1, "max_tokens": 0})
+    assert [p.ids for p in r.prompts] == [[1, 2], [3]] and r.echo and r.logprobs == 1 and r.sampling.max_tokens == 0
+    assert protocol.parse_completion({"prompt": "hi", "logprobs": 0}).logprobs == 0
+    assert protocol.parse_completion({"prompt": "hi", "logprobs": False}).logprobs is None
 
 
 def test_chat_requests_parse_messages():

@@ -29,8 +29,14 @@ class Collector:
         self.done = threading.Event()
         self.errors = []
         self.on_first = on_first
+        self.prompt_logprobs, self.token_logprobs = None, []  # requests with logprobs / prompt_logprobs
 
-    def __call__(self, ids, finish):
+    def __call__(self, ids, finish, logprobs=None):
+        if logprobs is not None:
+            if logprobs.prompt is not None:
+                self.prompt_logprobs = logprobs.prompt
+            if ids and finish != "abort":
+                self.token_logprobs.extend(logprobs.tokens[0])
         if self.finish is not None:
             self.errors.append(f"event after finish {self.finish!r}: {ids} {finish}")
         if not isinstance(ids, list) or not all(isinstance(t, int) for t in ids):
@@ -246,7 +252,8 @@ def mixed_requests(rng, count: int, context: int):
         kind = i % 3
         params = SamplingParams(max_tokens=max_tokens, temperature=0) if kind == 0 else \
             SamplingParams(max_tokens=max_tokens, temperature=0.8, top_k=int(rng.integers(0, 50)), seed=i) \
-            if kind == 1 else SamplingParams(max_tokens=max_tokens, temperature=0, stop_token_ids=(1, 2, 3))
+            if kind == 1 else SamplingParams(max_tokens=max_tokens, temperature=0, stop_token_ids=(1, 2, 3),
+                                             logprobs=2, prompt_logprobs=True)  # the scoring prefill graph
         out.append((rng.integers(0, 1000, width).tolist(), params))
     return out
 
@@ -266,7 +273,7 @@ def test_no_compile_after_warm_up_over_100_mixed_requests(gpt2, monkeypatch, sha
         assert engine.wait_ready(TIMEOUT)
         warm = engine.compile_counts()
         # n_positions 64: 96 cache slots, one window; buckets: 1, 4 and 5 rows
-        assert warm == {"prefill": 1, "decode": {"buckets": 3, "dynamic": 1, "ascend": 1}[shapes]}
+        assert warm == {"prefill": 1, "score": 1, "decode": {"buckets": 3, "dynamic": 1, "ascend": 1}[shapes]}
         rng = np.random.default_rng(5)
         requests = mixed_requests(rng, 100, engine.context_length)
         collectors = []
@@ -277,7 +284,10 @@ def test_no_compile_after_warm_up_over_100_mixed_requests(gpt2, monkeypatch, sha
                 time.sleep(0.05)  # some arrive into an idle engine, some into a full one
         results = [c.wait() for c in collectors]
         assert engine.compile_counts() == warm
-        for (prompt, params), (ids, finish) in zip(requests, results):
+        for (prompt, params), (ids, finish), c in zip(requests, results, collectors):
+            if params.prompt_logprobs:  # every prompt token after the first, every generated token scored
+                assert c.prompt_logprobs[0].shape == (len(prompt) - 1,) and c.prompt_logprobs[1].shape[1] == 5
+                assert len(c.token_logprobs) == len(ids) and all(lp <= 0 for lp in c.token_logprobs)
             assert finish in ("length", "stop")
             assert len(ids) == params.max_tokens if finish == "length" else ids[-1] in params.stop_token_ids
         for i in (0, 3, 6, 9):  # greedy spot checks against generate()
@@ -308,7 +318,7 @@ def test_static_windows_are_compiled_at_warm_up_and_reused(monkeypatch, ascend):
     engine.start()
     try:
         assert engine.wait_ready(TIMEOUT)
-        expected = {"prefill": 1, "decode": 2 if ascend else 4}
+        expected = {"prefill": 1, "score": 1, "decode": 2 if ascend else 4}
         assert engine.compile_counts() == expected
         rng = np.random.default_rng(6)
         short, long = rng.integers(0, 97, 20).tolist(), rng.integers(0, 97, window - 10).tolist()

@@ -5,7 +5,8 @@ Each request is validated and tokenized here (`protocol`), submitted to the engi
 (`n` choices = n submissions), and its tokens come back as engine events, called from the engine thread and handed
 to the request's asyncio task with `call_soon_threadsafe`. The text side stays here: incremental detokenization,
 `stop` strings (the engine request is cancelled when one appears), chat templates, usage and latency metrics (time to
-first token and time per output token, measured as the events arrive). A client that disconnects cancels its engine
+first token and time per output token, measured as the events arrive), and the legacy `logprobs` object of each
+choice (token texts, offsets) from the engine's log-probabilities, with the prompt's when `echo` is set. A client that disconnects cancels its engine
 requests, so their KV-cache slots free within one engine step.
 
 Must not import: ms_gpt.engine, ms_gpt.data, ms_gpt.recipes, ms_gpt.compat, ms_gpt.checkpoint (the model comes in
@@ -91,6 +92,63 @@ class _Choice:
     first_token_time: Optional[float] = None
     last_token_time: Optional[float] = None
     started_role: bool = False
+    echo: Optional[str] = None  # the prompt text still to put before the choice's text (echo)
+    logprobs: Optional["_LogprobsBuilder"] = None
+
+
+class _LogprobsBuilder:
+    """One choice's legacy logprobs object, built event by event; `take()` returns what was added since the last
+    call (a stream chunk's share) and `body()` the whole object."""
+
+    def __init__(self, tokenizer, skip_ids):
+        self.tokenizer, self.skip = tokenizer, set(skip_ids)
+        self.tokens, self.token_logprobs, self.top_logprobs, self.text_offset = [], [], [], []
+        self.offset = 0
+        self.sent = 0
+
+    def _text(self, token: int) -> str:
+        return self.tokenizer.decode([int(token)])
+
+    def add(self, token: int, logprob: Optional[float], top_ids=None, top_logprobs=None) -> None:
+        text = self._text(token)
+        self.tokens.append(text)
+        self.token_logprobs.append(None if logprob is None else float(logprob))
+        top = None
+        if top_ids is not None:  # two ids with the same text: the likelier one's logprob is kept
+            top = {}
+            for t, v in zip(top_ids, top_logprobs):
+                top.setdefault(self._text(t), float(v))
+        self.top_logprobs.append(top)
+        self.text_offset.append(self.offset)
+        self.offset += len(text)
+
+    def add_prompt(self, ids: list, prompt, k: int) -> None:
+        """Prompt tokens: the first without a logprob, the others from the engine's (logprob, top ids, top) of the
+        prompt (top cut to k)."""
+        self.add(ids[0], None)
+        if prompt is None:
+            return
+        logprob, top_ids, top = prompt
+        for i, token in enumerate(ids[1:]):
+            self.add(token, logprob[i], top_ids[i][:k], top[i][:k])
+
+    def add_generated(self, new_ids: list, tokens) -> None:
+        if tokens is None:
+            return
+        logprob, top_ids, top = tokens
+        for i, token in enumerate(new_ids):
+            if int(token) not in self.skip:  # a stop id is not part of the text
+                self.add(token, logprob[i], top_ids[i], top[i])
+
+    def body(self, start: int = 0) -> dict:
+        return protocol.logprobs_body(self.tokens[start:], self.token_logprobs[start:], self.top_logprobs[start:],
+                                      self.text_offset[start:])
+
+    def take(self) -> Optional[dict]:
+        if self.sent == len(self.tokens):
+            return None
+        out, self.sent = self.body(self.sent), len(self.tokens)
+        return out
 
 
 @dataclass
@@ -139,11 +197,21 @@ class ServerState:
                               top_k=s.top_k if s.top_k is not None else int(d.get("top_k", 0)),
                               repetition_penalty=(s.repetition_penalty if s.repetition_penalty is not None
                                                   else float(d.get("repetition_penalty", 1.0))),
-                              seed=seed, stop_token_ids=() if request.ignore_eos else tuple(stop_ids))
+                              seed=seed, stop_token_ids=() if request.ignore_eos else tuple(stop_ids),
+                              logprobs=request.logprobs,
+                              prompt_logprobs=request.echo and (request.logprobs is not None or s.max_tokens == 0))
 
     def completion_prompts(self, request: protocol.CompletionRequest) -> list[list[int]]:
         out = []
         for p in request.prompts:
+            if p.ids is not None:  # token ids go to the model as they are
+                outside = [t for t in p.ids if not 0 <= t < (self.vocab_size or float("inf"))]
+                if outside:
+                    raise ProtocolError(f"'prompt' holds token id {outside[0]} outside the vocabulary "
+                                        f"[0, {self.vocab_size})", "prompt")
+                self.check_length(len(p.ids), request.sampling.max_tokens, "prompt")
+                out.append(list(p.ids))
+                continue
             ids = self.prompt_prefix + list(self.tokenizer.encode(p.text))
             if not ids:
                 bos = self.tokenizer.bos_token_id
@@ -167,7 +235,7 @@ class ServerState:
         return self.chat_template.fit(request.messages, budget, self.max_history)
 
     def check_length(self, prompt_tokens: int, max_tokens: int, what: str) -> None:
-        if prompt_tokens >= self.context_length:
+        if prompt_tokens > self.context_length - (1 if max_tokens else 0):
             raise ProtocolError(f"'{what}' is {prompt_tokens} tokens; the model's context is {self.context_length} "
                                 "tokens (prompt + max_tokens must fit)", what)
         if prompt_tokens + max_tokens > self.context_length:
@@ -216,6 +284,11 @@ class _Generation:
                     index = p * n + j
                     choice = _Choice(index, protocol.TextStream(state.tokenizer, stop_ids, request.stop))
                     params = state.sampling_params(request, stop_ids, j)
+                    if request.echo:
+                        text = request.prompts[p].text
+                        choice.echo = text if text is not None else state.tokenizer.decode(ids)
+                    if request.logprobs is not None:
+                        choice.logprobs = _LogprobsBuilder(state.tokenizer, params.stop_token_ids)
                     choice.handle = state.engine.submit(ids, params, self._callback(index))
                     self.choices.append(choice)
         except BaseException:
@@ -226,8 +299,8 @@ class _Generation:
         put = self.events.put_nowait
         loop = self.loop
 
-        def on_event(new_ids, finish_reason):
-            loop.call_soon_threadsafe(put, (index, list(new_ids), finish_reason, time.perf_counter()))
+        def on_event(new_ids, finish_reason, logprobs=None):
+            loop.call_soon_threadsafe(put, (index, list(new_ids), finish_reason, time.perf_counter(), logprobs))
         return on_event
 
     def cancel(self) -> None:
@@ -241,10 +314,18 @@ class _Generation:
 
     def take(self, event) -> tuple[_Choice, str, bool]:
         """Apply one engine event -> (choice, new text, finished now)."""
-        index, new_ids, reason, t = event
+        index, new_ids, reason, t, logprobs = event
         choice = self.choices[index]
         if choice.finish_reason is not None:
             return choice, "", False
+        echo = ""
+        if choice.echo is not None:  # the first event: the prompt goes first
+            echo, choice.echo = choice.echo, None
+            if choice.logprobs is not None:
+                choice.logprobs.add_prompt(self.prompts[index // self.request.n],
+                                           logprobs.prompt if logprobs is not None else None, self.request.logprobs)
+        if choice.logprobs is not None and logprobs is not None and not choice.text.stopped:
+            choice.logprobs.add_generated(new_ids, logprobs.tokens)
         if new_ids and not choice.text.stopped:
             if choice.first_token_time is None:
                 choice.first_token_time = t
@@ -253,7 +334,7 @@ class _Generation:
                 self.state.tpot.observe((t - choice.last_token_time) / len(new_ids))
             choice.last_token_time = t
         was_stopped = choice.text.stopped
-        piece = choice.text.add(new_ids)
+        piece = echo + choice.text.add(new_ids)
         if choice.text.stopped and not was_stopped and reason is None:
             choice.handle.cancel()  # a stop string: free the slot now; the engine's "abort" closes the choice
         if reason is None:
@@ -370,7 +451,8 @@ def create_app(state: ServerState) -> FastAPI:
         except BaseException:
             generation.cancel()
             raise
-        choices = [(c.index, "".join(texts[c.index]), c.finish_reason) for c in generation.choices]
+        choices = [(c.index, "".join(texts[c.index]), c.finish_reason,
+                    c.logprobs.body() if c.logprobs is not None else None) for c in generation.choices]
         return protocol.response_body(generation.request.chat, generation.id, state.model_name,
                                       generation.created, choices, generation.usage())
 
@@ -384,10 +466,11 @@ def create_app(state: ServerState) -> FastAPI:
                                                            first=True))
             while not generation.done:
                 choice, piece, finished = generation.take(await generation.events.get())
-                if piece or finished:
+                logprobs = choice.logprobs.take() if choice.logprobs is not None else None
+                if piece or finished or logprobs:
                     yield protocol.sse(protocol.chunk_body(*args, choice.index, piece,
                                                            choice.finish_reason if finished else None,
-                                                           request.include_usage))
+                                                           request.include_usage, logprobs=logprobs))
             if request.include_usage:
                 yield protocol.sse(protocol.usage_chunk(*args, generation.usage()))
             yield protocol.sse("[DONE]")

@@ -24,6 +24,15 @@ The prompt enters in PREFILL_CHUNK-token chunks of one row over all slots (one s
 Every graph is compiled during warm-up (`start`), so prompt lengths, max_tokens and the arrival pattern never
 compile anything later (`compile_counts`).
 
+Log-probabilities (lm-eval through the server): a request with `SamplingParams.prompt_logprobs` is prefilled by a
+scoring variant of the prefill graph (`_ScoreStep`, compiled at warm-up too) that also returns, for every prompt
+position of the chunk, the float32 log-softmax of the next prompt token and the top MAX_LOGPROBS log-probabilities
+with their ids (one host transfer per 32-token chunk); `max_tokens=0` then scores the prompt without generating. A
+request with `SamplingParams.logprobs = k` gets each generated token's log-probability and the top k from the
+step's float32 logits row (fetched once per step for all rows, as sampled rows already are). Such requests receive
+`on_event(new_ids, finish, logprobs)` with a third argument, a `TokenLogprobs`; every other request still gets
+`on_event(new_ids, finish)`.
+
 Token choice: a slot that decodes plainly greedily (temperature 0, no repetition penalty) takes the argmax made in
 the graph (R ids to the host); any other slot runs generation.TokenChooser on its row's logits with its own seeded
 numpy Generator, so a seeded request draws exactly what generate(do_sample=True, seed=...) draws at batch 1.
@@ -70,6 +79,31 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     seed: Optional[int] = None  # per-request numpy Generator, as generate(seed=...) at batch 1
     stop_token_ids: tuple = ()  # ids that end the request (finish "stop"); empty = never (ignore_eos)
+    logprobs: Optional[int] = None  # k in 0..MAX_LOGPROBS: each generated token's logprob and the top k
+    prompt_logprobs: bool = False  # score the prompt (each token after the first); allows max_tokens = 0
+
+
+MAX_LOGPROBS = 5  # top log-probabilities per token at most (OpenAI's legacy completions limit)
+
+
+@dataclass
+class TokenLogprobs:
+    """The log-probabilities carried by one event (float32 numpy arrays; K = the request's k, or MAX_LOGPROBS for
+    the prompt). `prompt`: (logprob [P-1], top ids [P-1, K], top logprobs [P-1, K]) of prompt tokens 1..P-1 given
+    the tokens before them, in the request's first event only. `tokens`: the same triple for the event's new ids."""
+
+    prompt: Optional[tuple] = None
+    tokens: Optional[tuple] = None
+
+
+def _host_logprobs(logits: np.ndarray, token: int, k: int) -> tuple:
+    """(logprob of token, top-k ids, top-k logprobs) of one float32 logits row (log-softmax in float32)."""
+    row = np.asarray(logits, dtype=np.float32).reshape(-1)
+    shifted = row - row.max()
+    logp = shifted - np.log(np.exp(shifted).sum(dtype=np.float32))
+    top = np.argpartition(-logp, k)[:k] if 0 < k < logp.size else np.arange(min(k, logp.size))
+    top = top[np.argsort(-logp[top], kind="stable")]
+    return (np.array([logp[token]], np.float32), top[None].astype(np.int64), logp[top][None].astype(np.float32))
 
 
 class RequestHandle:
@@ -105,6 +139,8 @@ class _Request:
         self.generated = 0
         self.last_token = 0
         self.done = False  # finished: no more events
+        self.wants_logprobs = params.logprobs is not None or params.prompt_logprobs
+        self.pending: Optional[TokenLogprobs] = None  # what the next event carries (wants_logprobs only)
 
 
 # ---- the compiled per-slot step -----------------------------------------------------------------------------------
@@ -142,6 +178,15 @@ class _SlotStep(nn.Cell):
         self.is_gpt2 = config.is_gpt2
 
     def construct(self, input_ids, cache_rows, start, last_index, window_slots):
+        hidden = self._hidden(input_ids, cache_rows, start, window_slots)
+        if input_ids.shape[1] > 1:
+            hidden = ops.gather(hidden, last_index, 1)
+        logits = self.model.logits(hidden, decoding=True)
+        logits = logits.reshape(logits.shape[0], -1)
+        return ops.argmax(logits, -1), logits
+
+    def _hidden(self, input_ids, cache_rows, start, window_slots):
+        """The final hidden states [R, T, C] of the new tokens (written into the cache on the way)."""
         body = self.model.transformer
         rows, seq = input_ids.shape
         new_slots = start.reshape(-1, 1) + ops.arange(seq, dtype=ms.int32).reshape(1, -1)  # [R, T]
@@ -162,11 +207,22 @@ class _SlotStep(nn.Cell):
             hidden, _ = body.h[i](hidden, mask, (self.keys[i], self.values[i]), cache_write)
         if self.is_gpt2:
             hidden = body.ln_f(hidden, True)
-        if seq > 1:
-            hidden = ops.gather(hidden, last_index, 1)
-        logits = self.model.logits(hidden, decoding=True)
-        logits = logits.reshape(logits.shape[0], -1)
-        return ops.argmax(logits, -1), logits
+        return hidden
+
+
+class _ScoreStep(_SlotStep):
+    """A prompt chunk of one row, as _SlotStep's prefill, that also scores it: with targets [1, T] (the id after
+    each position), returns (greedy [1], logits [1, V] at `last_index`, float32 log-softmax of each target [1, T],
+    the ids of the top MAX_LOGPROBS log-probabilities [1, T, K] and those log-probabilities [1, T, K])."""
+
+    def construct(self, input_ids, cache_rows, start, last_index, window_slots, targets):
+        hidden = self._hidden(input_ids, cache_rows, start, window_slots)
+        logits = self.model.logits(hidden)  # [1, T, V] float32
+        logp = ops.log_softmax(logits, -1)
+        target_logp = ops.gather_elements(logp, 2, targets.reshape(1, -1, 1)).reshape(1, -1)
+        top_logp, top_ids = ops.topk(logp, MAX_LOGPROBS)
+        last = ops.gather(logits, last_index, 1).reshape(1, -1)
+        return ops.argmax(last, -1), last, target_logp, top_ids, top_logp
 
 
 def _buckets(batch: int, slots: int, static_device: bool) -> tuple:
@@ -230,7 +286,7 @@ class ServingEngine:
         self._stats = {"finished": 0, "prompt_tokens": 0, "generation_tokens": 0}
         self._running = 0
         self._cache = None
-        self._prefill_cell = self._decode_cell = None
+        self._prefill_cell = self._decode_cell = self._score_cell = None
         self.step_times: deque = deque(maxlen=1024)  # (active rows, seconds) of recent decode steps
 
     # ---- public, any thread ----
@@ -281,9 +337,10 @@ class ServingEngine:
             return {"running": self._running, "waiting": len(self._waiting), **self._stats}
 
     def compile_counts(self) -> dict:
-        """Graphs compiled so far per kind ({"prefill", "decode"}); constant after warm-up."""
+        """Graphs compiled so far per kind ({"prefill", "decode", "score"}); constant after warm-up."""
         return {"prefill": 0 if self._prefill_cell is None else len(self._prefill_cell.compile_cache),
-                "decode": 0 if self._decode_cell is None else len(self._decode_cell.compile_cache)}
+                "decode": 0 if self._decode_cell is None else len(self._decode_cell.compile_cache),
+                "score": 0 if self._score_cell is None else len(self._score_cell.compile_cache)}
 
     def shutdown(self) -> None:
         """Stop the engine thread; requests still waiting or running finish with "abort"."""
@@ -310,8 +367,13 @@ class ServingEngine:
         if outside.size:
             raise ValueError(f"prompt holds token id {int(outside[0])} outside the vocabulary [0, {self.vocab_size})")
         max_tokens = params.max_tokens
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, np.integer)) or max_tokens < 1:
-            raise ValueError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
+        least = 0 if params.prompt_logprobs else 1  # 0: score the prompt only
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, np.integer)) or max_tokens < least:
+            raise ValueError(f"max_tokens must be an integer >= {least}, got {max_tokens!r}")
+        k = params.logprobs
+        if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer))
+                              or not 0 <= k <= MAX_LOGPROBS):
+            raise ValueError(f"logprobs must be an integer in [0, {MAX_LOGPROBS}], got {k!r}")
         if prompt.size + max_tokens > self.context_length:
             raise ValueError(f"prompt ({prompt.size} tokens) + max_tokens ({max_tokens}) exceeds the context length "
                              f"{self.context_length}")
@@ -363,7 +425,9 @@ class ServingEngine:
         batch = self.max_batch_size
         self._cache = _SlotCache(self.config, batch)
         prefill_cell, decode_cell = _SlotStep(self.model, self._cache), _SlotStep(self.model, self._cache)
+        score_cell = _ScoreStep(self.model, self._cache)
         self._prefill, self._decode = compiled(prefill_cell), compiled(decode_cell)  # sets their jit level
+        self._score = compiled(score_cell)
         slots = self._cache.slots
         if not self.dynamic:
             self.row_buckets, self.windows = _buckets(batch, slots, _static_shapes())
@@ -381,12 +445,14 @@ class ServingEngine:
                     for w in self.windows:
                         decode_cell.compile(*_decode_spec(r, w))
             prefill_cell.compile(*prefill_inputs)
+            score_cell.compile(*prefill_inputs, _i32(np.zeros((1, PREFILL_CHUNK))))
         # run each graph once (first-call allocations, kernel set-up) on cache row 0, which admission overwrites
         self._prefill(*prefill_inputs)[0].asnumpy()
+        self._score(*prefill_inputs, _i32(np.zeros((1, PREFILL_CHUNK))))[0].asnumpy()
         for r in self.row_buckets or sorted({1, batch}):
             for w in self.windows or [WINDOW_STEP]:
                 self._decode(*_decode_spec(r, w))[0].asnumpy()
-        self._prefill_cell, self._decode_cell = prefill_cell, decode_cell
+        self._prefill_cell, self._decode_cell, self._score_cell = prefill_cell, decode_cell, score_cell
 
     def _window(self, needed: int) -> int:
         """The attended window for a step whose furthest row writes slot needed - 1."""
@@ -402,7 +468,11 @@ class ServingEngine:
     def _emit(self, request: _Request, ids: list, finish: Optional[str]) -> bool:
         """Deliver an event; False if the callback failed (the request is then cancelled)."""
         try:
-            request.on_event(ids, finish)
+            if request.wants_logprobs:
+                info, request.pending = request.pending or TokenLogprobs(), None
+                request.on_event(ids, finish, info)
+            else:
+                request.on_event(ids, finish)
             return True
         except Exception:  # noqa: BLE001 - a consumer's failure must not stop the engine
             logger.exception("on_event of %s failed; cancelling it", request.handle.request_id)
@@ -482,16 +552,39 @@ class ServingEngine:
         padded[:width] = prompt
         row = _i32([request.slot])
         out = None
+        scores = []
+        score = request.params.prompt_logprobs
+        targets = np.zeros(padded.size + PREFILL_CHUNK, dtype=np.int32)  # the id after each position
+        targets[:width - 1] = prompt[1:]
         with graph_mode():
             for begin in range(0, padded.size, PREFILL_CHUNK):
                 last = min(width - 1 - begin, PREFILL_CHUNK - 1)
-                out = self._prefill_cell(_i32(padded[None, begin:begin + PREFILL_CHUNK]), row, _i32([begin]),
-                                         _i32([last]), self._window_slots(self._cache.slots))
-        greedy, logits = out
+                inputs = (_i32(padded[None, begin:begin + PREFILL_CHUNK]), row, _i32([begin]), _i32([last]),
+                          self._window_slots(self._cache.slots))
+                if score:
+                    out = self._score_cell(*inputs, _i32(targets[None, begin:begin + PREFILL_CHUNK]))
+                    scores.append([o.asnumpy()[0] for o in out[2:]])
+                else:
+                    out = self._prefill_cell(*inputs)
+        greedy, logits = out[:2]
         request.position = width
-        token = int(greedy.asnumpy()[0]) if request.plain_greedy else self._choose(request, None,
-                                                                                   logits.asnumpy(), 0)
+        if score:
+            request.pending = TokenLogprobs(prompt=tuple(np.concatenate(part)[:width - 1] for part in zip(*scores)))
+        if request.params.max_tokens == 0:
+            self._finish(request, [], "length")
+            return
+        host_logits = None if request.plain_greedy and request.params.logprobs is None else logits.asnumpy()
+        token = int(greedy.asnumpy()[0]) if request.plain_greedy else self._choose(request, None, host_logits, 0)
+        self._add_logprobs(request, host_logits, 0, token)
         self._deliver(request, token)
+
+    def _add_logprobs(self, request: _Request, logits, row: int, token: int) -> None:
+        k = request.params.logprobs
+        if k is None:
+            return
+        pending = request.pending or TokenLogprobs()
+        pending.tokens = _host_logprobs(logits[row], token, k)
+        request.pending = pending
 
     def _decode_step(self, active: list) -> None:
         started = time.perf_counter()
@@ -509,9 +602,12 @@ class ServingEngine:
             greedy, logits = self._decode_cell(_i32(tokens), _i32(rows), _i32(starts), self._zero,
                                                self._window_slots(window))
         greedy = greedy.asnumpy()
-        host_logits = None if all(r.plain_greedy for r in active) else logits.asnumpy()
+        host_logits = None if all(r.plain_greedy and r.params.logprobs is None for r in active) \
+            else logits.asnumpy()
         self.step_times.append((len(active), time.perf_counter() - started))
         for i, r in enumerate(active):
             if not r.done:  # (a callback may have shut the engine down mid-step)
                 r.position += 1
-                self._deliver(r, self._choose(r, greedy, host_logits, i))
+                token = self._choose(r, greedy, host_logits, i)
+                self._add_logprobs(r, host_logits, i, token)
+                self._deliver(r, token)

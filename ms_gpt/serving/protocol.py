@@ -7,10 +7,10 @@ tokens); it never touches tensors and never sees HTTP objects, so it is tested w
 Requests are validated by hand rather than by a schema library so that every rejection is ONE 400 naming its field
 (`param`), as OpenAI does, and so that fields ms_gpt does not implement are refused by name instead of silently
 ignored. A field sent as null, or as the value that changes nothing (`presence_penalty: 0`, `echo: false`, ...),
-is accepted: a client that always sends the neutral value still works. `echo`, `logprobs` and token-id prompts are
-parsed into the request (`Prompt.ids`, `CompletionRequest.echo` / `.logprobs`) and refused in one place,
-`CompletionRequest.unsupported`, so that serving them later (lm-eval through the server) adds an engine feature,
-not a new parser.
+is accepted: a client that always sends the neutral value still works. /v1/completions takes OpenAI's four prompt
+forms (a string, strings, token ids, lists of token ids), `echo` and `logprobs: k` (0..5; OpenAI's legacy logprobs
+object, `logprobs_body`), which is what lm-evaluation-harness's `local-completions` model sends; `max_tokens: 0` is
+allowed with `echo` (score the prompt only). Chat `logprobs` is refused (`CompletionRequest.unsupported`).
 
 Must not import: any ms_gpt module (the wire format stands alone).
 """
@@ -133,7 +133,7 @@ class Sampling:
 @dataclass
 class Prompt:
     text: Optional[str] = None
-    ids: Optional[list] = None  # a token-id prompt (parsed; refused for now)
+    ids: Optional[list] = None  # a token-id prompt (sent to the model as is)
 
 
 @dataclass
@@ -155,13 +155,11 @@ class CompletionRequest:
         return bool(self.messages)
 
     def unsupported(self) -> None:
-        """Refuse what is parsed but not served yet: token-id prompts, echo, logprobs."""
-        if any(p.ids is not None for p in self.prompts):
+        """Refuse what is parsed but not served: chat logprobs (and, for other callers, token ids in chat)."""
+        if self.chat and self.logprobs is not None:
+            raise ProtocolError("'logprobs' is not supported on /v1/chat/completions; use /v1/completions", "logprobs")
+        if self.chat and any(p.ids is not None for p in self.prompts):
             raise ProtocolError("'prompt' as token ids is not supported yet; send text", "prompt")
-        if self.echo:
-            raise ProtocolError("'echo' is not supported by this server", "echo")
-        if self.logprobs is not None:
-            raise ProtocolError("'logprobs' is not supported by this server", "logprobs")
 
 
 def _common(body: Any, known: set) -> dict:
@@ -172,7 +170,7 @@ def _common(body: Any, known: set) -> dict:
     if model is not None and not isinstance(model, str):
         raise ProtocolError(f"'model' must be a string, got {_type_name(model)}", "model")
     max_name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-    sampling = Sampling(max_tokens=_int(body, max_name, 16, 1),
+    sampling = Sampling(max_tokens=_int(body, max_name, 16, 0),
                         temperature=_float(body, "temperature", None, 0.0, 2.0),
                         top_p=_float(body, "top_p", None, 0.0, 1.0, low_open=True),
                         top_k=_int(body, "top_k", None, 0) if body.get("top_k") != -1 else 0,  # -1 = off (vLLM)
@@ -194,6 +192,7 @@ def _common(body: Any, known: set) -> dict:
 
 
 MAX_N = 16  # choices per prompt
+MAX_LOGPROBS = 5  # OpenAI's legacy completions limit (= engine.MAX_LOGPROBS)
 
 
 def parse_completion(body: Any) -> CompletionRequest:
@@ -212,10 +211,16 @@ def parse_completion(body: Any) -> CompletionRequest:
             isinstance(t, int) and not isinstance(t, bool) for t in p) for p in prompt):
         request.prompts = [Prompt(ids=list(p)) for p in prompt]
     else:
-        raise ProtocolError("'prompt' must be a string or a non-empty list of strings", "prompt")
+        raise ProtocolError("'prompt' must be a string, a non-empty list of strings, a non-empty list of token ids "
+                            "or a list of non-empty token-id lists", "prompt")
     request.echo = _bool(body, "echo", False)
     logprobs = body.get("logprobs")
-    request.logprobs = None if logprobs in (None, False) else _int(body, "logprobs", None, 0)
+    request.logprobs = None if logprobs is None or logprobs is False else _int(body, "logprobs", None, 0)
+    if request.logprobs is not None and request.logprobs > MAX_LOGPROBS:
+        raise ProtocolError(f"'logprobs' must be <= {MAX_LOGPROBS}, got {request.logprobs}", "logprobs")
+    if request.sampling.max_tokens == 0 and not request.echo:
+        raise ProtocolError("'max_tokens' must be >= 1 (0 only with 'echo': true, to score the prompt)",
+                            "max_tokens")
     if request.n * len(request.prompts) > MAX_N * 8:
         raise ProtocolError(f"'n' x prompts = {request.n * len(request.prompts)} choices; at most {MAX_N * 8}", "n")
     if request.n > MAX_N:
@@ -250,6 +255,9 @@ def parse_chat(body: Any) -> CompletionRequest:
             raise ProtocolError(f"'{where}.{sorted(extra)[0]}' is not supported", f"{where}.{sorted(extra)[0]}")
         parsed.append({"role": "system" if role == "developer" else role, "content": content})
     request.messages = parsed
+    if request.sampling.max_tokens == 0:
+        name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+        raise ProtocolError(f"'{name}' must be >= 1, got 0", name)
     logprobs = body.get("logprobs")
     request.logprobs = None if logprobs in (None, False) else 0
     if request.n > MAX_N:
@@ -387,26 +395,37 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
+def logprobs_body(tokens: list, token_logprobs: list, top_logprobs: list, text_offset: list) -> dict:
+    """OpenAI's legacy completions logprobs object: per token its text, log-probability (None for the first prompt
+    token), {text: logprob} of the top k (None for the first prompt token) and character offset into the text."""
+    return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top_logprobs,
+            "text_offset": text_offset}
+
+
 def response_body(chat: bool, request_id: str, model: str, created: int, choices: list, usage_: dict) -> dict:
-    """choices: [(index, text, finish_reason)] -> the non-streamed response."""
+    """choices: [(index, text, finish_reason)] or [(index, text, finish_reason, logprobs object or None)] -> the
+    non-streamed response."""
+    choices = [tuple(c) + (None,) * (4 - len(c)) for c in choices]
     if chat:
-        items = [{"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                  "finish_reason": reason} for i, text, reason in choices]
+        items = [{"index": i, "message": {"role": "assistant", "content": text}, "logprobs": lp,
+                  "finish_reason": reason} for i, text, reason, lp in choices]
     else:
-        items = [{"index": i, "text": text, "logprobs": None, "finish_reason": reason} for i, text, reason in choices]
+        items = [{"index": i, "text": text, "logprobs": lp, "finish_reason": reason}
+                 for i, text, reason, lp in choices]
     return {"id": request_id, "object": "chat.completion" if chat else "text_completion", "created": created,
             "model": model, "choices": items, "usage": usage_}
 
 
 def chunk_body(chat: bool, request_id: str, model: str, created: int, index: int, text: Optional[str],
-               finish_reason: Optional[str], include_usage: bool, first: bool = False) -> dict:
+               finish_reason: Optional[str], include_usage: bool, first: bool = False,
+               logprobs: Optional[dict] = None) -> dict:
     """One streamed chunk of one choice. Chat chunks carry a `delta` (the role in each choice's first chunk)."""
     if chat:
         delta: dict = {"role": "assistant", "content": text or ""} if first else (
             {"content": text} if text else {})
         choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
     else:
-        choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+        choice = {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish_reason}
     body = {"id": request_id, "object": "chat.completion.chunk" if chat else "text_completion", "created": created,
             "model": model, "choices": [choice]}
     if include_usage:
